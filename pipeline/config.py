@@ -1,0 +1,220 @@
+"""Typed, validated view of params.yaml.
+
+Every stage calls :func:`load_params` first, so a typo or a wrong type in params.yaml is
+reported (with its dotted key) before any decoding or training starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.datasets.demo.generator import DemoSpec
+
+
+class ParamsError(ValueError):
+    """params.yaml does not match the schema; the message names the dotted key."""
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+    values = {}
+    for name, f in known.items():
+        key = f"{where}.{name}" if where else name
+        if name in data:
+            values[name] = _coerce(hints[name], data[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ParamsError(f"{key}: missing required key")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ParamsError as error:
+                errors.append(str(error))
+        raise ParamsError("; ".join(errors))
+    if origin is Literal:
+        if value not in args:
+            raise ParamsError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ParamsError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    raise ParamsError(f"{where}: unsupported schema type {hint!r}")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    dataset: str = "demo"
+    root: str = "data/demo"
+    labels: list[str] = field(default_factory=list)
+    # Maps corpus labels onto the experiment's label set; a label mapped to "" is dropped.
+    label_map: dict[str, str] = field(default_factory=dict)
+    folds: int = 0  # 0: one fold per speaker (leave-one-speaker-out)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FacesParams:
+    fps: float = 5.0
+    min_detection_confidence: float = 0.5
+    crop_size: int = 112
+    gray_size: int = 64
+    detector: Literal["auto", "short", "full"] = "auto"
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class AudioParams:
+    sample_rate: int = 16000
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class ExtractorParams:
+    """One entry of ``extractors``: ``type`` picks the registry class, the rest is its config."""
+
+    type: str
+    input: Literal["faces", "audio"]
+    options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    device: str = "auto"
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    type: str = "attention"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BranchParams:
+    features: str
+    head: HeadParams = field(default_factory=HeadParams)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 60
+    patience: int = 12
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    validation_fraction: float = 0.2
+    class_weights: bool = True
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class CrossModalParams:
+    branches: list[str] = field(default_factory=list)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LateFusionParams:
+    members: list[str] = field(default_factory=list)
+    method: Literal["weighted", "mean"] = "weighted"
+    grid_step: float = 0.1
+
+
+@dataclass(frozen=True)
+class Params:
+    demo: DemoSpec = field(default_factory=DemoSpec)
+    data: DataParams = field(default_factory=DataParams)
+    faces: FacesParams = field(default_factory=FacesParams)
+    audio: AudioParams = field(default_factory=AudioParams)
+    extractors: dict[str, ExtractorParams] = field(default_factory=dict)
+    branches: dict[str, BranchParams] = field(default_factory=dict)
+    train: TrainParams = field(default_factory=TrainParams)
+    fusion: str = "concat"
+    cross_modal: CrossModalParams = field(default_factory=CrossModalParams)
+    late_fusion: LateFusionParams = field(default_factory=LateFusionParams)
+
+    def __post_init__(self) -> None:
+        for name, branch in self.branches.items():
+            if branch.features not in self.extractors:
+                raise ParamsError(
+                    f"branches.{name}.features: {branch.features!r} is not an extractor; "
+                    f"defined extractors: {sorted(self.extractors)}"
+                )
+        for name in self.cross_modal.branches:
+            if name not in self.branches:
+                raise ParamsError(f"cross_modal.branches: {name!r} is not a branch; branches: {sorted(self.branches)}")
+        for name in self.late_fusion.members:
+            if name not in self.branches and name != "fusion":
+                raise ParamsError(
+                    f"late_fusion.members: {name!r} is neither a branch {sorted(self.branches)} nor 'fusion'"
+                )
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found (run from the project root)") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    try:
+        params = from_dict(Params, raw, "")
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None
+    _validate_registries(params, path)
+    return params
+
+
+def _validate_registries(params: Params, path: Path) -> None:
+    """Check names against the registries and each option block against its class's config."""
+    from pipeline.extractors import EXTRACTORS
+    from pipeline.fusion import FUSIONS
+    from pipeline.heads import HEADS
+
+    try:
+        for name, spec in params.extractors.items():
+            EXTRACTORS.config(spec.type, spec.options, f"extractors.{name}.options")
+            extractor_input = EXTRACTORS.get(spec.type).input
+            if extractor_input != spec.input:
+                raise ParamsError(f"extractors.{name}.input: {spec.type} reads {extractor_input!r}, not {spec.input!r}")
+        for name, branch in params.branches.items():
+            HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
+        FUSIONS.config(params.fusion, params.cross_modal.options.get(params.fusion, {}), f"cross_modal.options.{params.fusion}")
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None

@@ -1,0 +1,185 @@
+"""Filling feature stores clip by clip: the faces store (aligned crops and landmarks), the
+audio store (decoded waveform) and one store per extractor.
+
+Each store kind has a picklable *processor* (built once per worker process by the
+executor) that turns one clip into one atomically written entry and returns a
+:class:`ClipResult`. :func:`fill_store` skips clips whose entry was made with the same
+config, runs the rest through the executor, then writes the index (dropping clips no
+longer in the dataset) and the failures table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from pipeline.executors import make_executor
+from pipeline.media import MediaError, load_audio, sample_frames
+from pipeline.store import FeatureStore, config_hash
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    clip_id: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    clip_id: str
+    ok: bool
+    reason: str = ""
+    frames: int = 0
+    detected: int = 0
+
+
+def fill_store(
+    store: FeatureStore,
+    jobs: list[ClipJob],
+    processor_factory: Callable[[], Callable[[ClipJob], ClipResult]],
+    identity: dict[str, Any],
+    stage: str,
+    workers: int,
+    executor: str = "local",
+    known_failures: list[dict[str, str]] | None = None,
+) -> tuple[list[ClipResult], list[dict[str, str]]]:
+    """Process the jobs whose entry is missing or stale; returns (results, failures)."""
+    digest = config_hash(identity)
+    todo = [job for job in jobs if (store.attrs(job.clip_id) or {}).get("config_hash") != digest]
+    results: list[ClipResult] = []
+    if todo:
+        runner = make_executor(executor, workers, len(todo))
+        results = [result for _, result in runner.map(processor_factory, todo, desc=stage)]
+    # Clips skipped as up to date keep their earlier notes (e.g. "no face detected").
+    redone, listed = {r.clip_id for r in results}, {job.clip_id for job in jobs}
+    kept = [f for f in store.failures().to_dict("records") if f["clip_id"] in listed - redone and f["stage"] == stage]
+    failures = list(known_failures or []) + kept
+    failures += [{"clip_id": r.clip_id, "stage": stage, "reason": r.reason} for r in results if r.reason]
+    store.write_index(job.clip_id for job in jobs)
+    store.write_failures(failures)
+    return results, failures
+
+
+def _attrs(identity: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"config_hash": config_hash(identity), "identity": identity, **extra}
+
+
+@dataclass
+class FaceClipProcessor:
+    """Detects, landmarks and aligns the main face on frames sampled at ``fps``."""
+
+    store_root: str
+    identity: dict[str, Any]
+    fps: float
+    min_detection_confidence: float
+    crop_size: int
+    gray_size: int
+    detector: str
+
+    def __call__(self, job: ClipJob) -> ClipResult:
+        from pipeline.faces import FaceAnalyzer  # mediapipe loads only in workers that need it
+
+        if not hasattr(self, "_analyzer"):
+            self._analyzer = FaceAnalyzer(
+                min_detection_confidence=self.min_detection_confidence,
+                crop_size=self.crop_size,
+                gray_size=self.gray_size,
+                model_selection=self.detector,
+            )
+        timestamps, observations = [], []
+        try:
+            for time_s, frame in sample_frames(job.path, self.fps):
+                timestamps.append(time_s)
+                observations.append(self._analyzer.analyze(frame))
+        except MediaError as error:
+            return ClipResult(job.clip_id, False, str(error))
+        if not timestamps:
+            return ClipResult(job.clip_id, False, f"{job.path}: video has no decodable frames")
+        count = len(timestamps)
+        arrays = {
+            "timestamps": np.asarray(timestamps, np.float64),
+            "mask": np.zeros(count, np.uint8),
+            "box": np.zeros((count, 4), np.float32),
+            "score": np.zeros(count, np.float32),
+            "landmarks": np.zeros((count, 478, 3), np.float32),
+            "crop_rgb": np.zeros((count, self.crop_size, self.crop_size, 3), np.uint8),
+            "crop_gray": np.zeros((count, self.gray_size, self.gray_size), np.uint8),
+        }
+        for i, face in enumerate(observations):
+            if face is None:
+                continue  # kept as a masked frame: downstream timing stays intact
+            arrays["mask"][i] = 1
+            arrays["box"][i] = face.box
+            arrays["score"][i] = face.score
+            arrays["landmarks"][i] = face.landmarks
+            arrays["crop_rgb"][i] = face.crop_rgb
+            arrays["crop_gray"][i] = face.crop_gray
+        detected = int(arrays["mask"].sum())
+        FeatureStore(self.store_root).write(job.clip_id, arrays, _attrs(self.identity, detection_rate=detected / count))
+        reason = "" if detected else f"{job.path}: no face detected in any of {count} sampled frames"
+        return ClipResult(job.clip_id, True, reason, count, detected)
+
+    def close(self) -> None:
+        if hasattr(self, "_analyzer"):
+            self._analyzer.close()
+
+
+@dataclass
+class AudioClipProcessor:
+    """Decodes the audio track to mono float32 at ``sample_rate``."""
+
+    store_root: str
+    identity: dict[str, Any]
+    sample_rate: int
+
+    def __call__(self, job: ClipJob) -> ClipResult:
+        try:
+            samples = load_audio(job.path, self.sample_rate)
+        except MediaError as error:
+            return ClipResult(job.clip_id, False, str(error))
+        times = np.array([0.0, len(samples) / self.sample_rate])
+        arrays = {"samples": samples, "timestamps": times, "mask": np.ones(2, np.uint8)}
+        FeatureStore(self.store_root).write(job.clip_id, arrays, _attrs(self.identity, sample_rate=self.sample_rate))
+        return ClipResult(job.clip_id, True, frames=len(samples))
+
+
+@dataclass
+class ExtractorClipProcessor:
+    """Runs a registered extractor on one clip's entry of its input store."""
+
+    input_root: str
+    output_root: str
+    extractor_type: str
+    options: dict[str, Any]
+    device: str
+    batch_size: int
+
+    def extractor(self):
+        if not hasattr(self, "_built"):
+            from pipeline.extractors import EXTRACTORS, resolve_device
+
+            cls = EXTRACTORS.get(self.extractor_type)
+            config = EXTRACTORS.config(self.extractor_type, self.options, self.extractor_type)
+            self._built = cls(config, resolve_device(self.device), self.batch_size)
+        return self._built
+
+    def __call__(self, job: ClipJob) -> ClipResult:
+        extractor = self.extractor()
+        entry = FeatureStore(self.input_root).read(job.clip_id, extractor.input_keys)
+        if "mask" in entry.arrays and not entry.arrays["mask"].any():
+            return ClipResult(job.clip_id, False, f"{job.path}: no usable {extractor.input} frame (nothing to extract)")
+        features = extractor.extract(entry)
+        identity = extractor.identity()
+        arrays = {"data": features.data, "timestamps": features.timestamps, "mask": features.mask}
+        attrs = _attrs(identity, extractor=extractor.registry_name, weights_sha256=extractor.weights_sha256, weights_origin=extractor.weights_origin)
+        FeatureStore(self.output_root).write(job.clip_id, arrays, attrs)
+        return ClipResult(job.clip_id, True, frames=len(features.data))
+
+
+def jobs_from_manifest(manifest: pd.DataFrame, column: str | None = None) -> list[ClipJob]:
+    rows = manifest if column is None else manifest[manifest[column]]
+    return [ClipJob(r.clip_id, r.path) for r in rows.itertuples(index=False)]
+

@@ -1,0 +1,46 @@
+"""Spectrogram extractors over the decoded 16 kHz mono audio."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+
+from pipeline.extractors import EXTRACTORS, Extractor, Features
+from pipeline.store import Entry
+
+
+@EXTRACTORS.register("logmel")
+class LogMel(Extractor):
+    """Log-Mel power spectrogram, one frame per hop; frames are centred on their timestamp."""
+
+    input = "audio"
+    input_keys = ("samples",)
+
+    @dataclass(frozen=True)
+    class Config:
+        n_mels: int = 64
+        win_ms: float = 25.0
+        hop_ms: float = 10.0
+        fmin: float = 50.0
+        fmax: float = 8000.0
+
+    def extract(self, entry: Entry) -> Features:
+        samples = entry.arrays["samples"]
+        sample_rate = int(entry.attrs["sample_rate"])
+        win = int(round(self.config.win_ms * sample_rate / 1000))
+        hop = int(round(self.config.hop_ms * sample_rate / 1000))
+        power = librosa.feature.melspectrogram(
+            y=samples,
+            sr=sample_rate,
+            n_fft=win,
+            hop_length=hop,
+            win_length=win,
+            n_mels=self.config.n_mels,
+            fmin=self.config.fmin,
+            fmax=min(self.config.fmax, sample_rate / 2),
+            center=True,
+        )
+        log_mel = np.log(power + 1e-10).T.astype(np.float32)
+        timestamps = np.arange(len(log_mel)) * hop / sample_rate
+        return Features(log_mel, timestamps, np.ones(len(log_mel), np.uint8))

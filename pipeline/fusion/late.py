@@ -1,0 +1,92 @@
+"""Score-matrix late fusion: a weighted average of the members' class probabilities.
+
+Weights are searched on a simplex grid to maximise unweighted average recall. For the
+reported out-of-fold result, the weights applied to fold k are fit on the other folds'
+out-of-fold scores only, so no clip's own label ever chooses the weights used on it.
+A clip that a member could not score (e.g. no audio) is fused from the members that did,
+with their weights renormalised.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from pipeline.metrics import confusion_matrix, unweighted_average_recall
+from pipeline.training import probability_columns
+
+
+def align_members(members: dict[str, pd.DataFrame], classes: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Stack member probabilities on the union of clips: (clips, probs [M, N, C], present [M, N])."""
+    columns = probability_columns(classes)
+    clips = (
+        pd.concat([scores[["clip_id", "fold", "label"]] for scores in members.values()])
+        .drop_duplicates("clip_id")
+        .sort_values("clip_id")
+        .reset_index(drop=True)
+    )
+    probabilities = np.zeros((len(members), len(clips), len(classes)))
+    present = np.zeros((len(members), len(clips)), bool)
+    for m, scores in enumerate(members.values()):
+        rows = clips["clip_id"].map({c: i for i, c in enumerate(scores["clip_id"])})
+        has = rows.notna().to_numpy()
+        probabilities[m, has] = scores[columns].to_numpy()[rows[has].astype(int)]
+        present[m, has] = True
+    return clips, probabilities, present
+
+
+def combine(probabilities: np.ndarray, present: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    effective = weights[:, None] * present  # [M, N]
+    total = effective.sum(0)
+    # Where every member with weight is absent, fall back to an equal vote of those present.
+    fallback = total <= 0
+    effective[:, fallback] = present[:, fallback]
+    total = effective.sum(0).clip(min=1e-12)
+    return np.einsum("mn,mnc->nc", effective, probabilities) / total[:, None]
+
+
+def simplex_grid(members: int, step: float) -> np.ndarray:
+    ticks = int(round(1 / step))
+    grid = [c for c in itertools.product(range(ticks + 1), repeat=members) if sum(c) == ticks]
+    return np.array(grid, dtype=float) / ticks
+
+
+def fit_weights(probabilities: np.ndarray, present: np.ndarray, labels: np.ndarray, step: float) -> np.ndarray:
+    """Weights maximising UAR; ties broken by log-likelihood, then by the more even weighting."""
+    num_classes = probabilities.shape[2]
+    best, best_key = None, None
+    for weights in simplex_grid(len(probabilities), step):
+        fused = combine(probabilities, present, weights)
+        uar = unweighted_average_recall(confusion_matrix(labels, fused.argmax(1), num_classes))
+        log_likelihood = np.log(fused[np.arange(len(labels)), labels] + 1e-9).mean()
+        key = (round(uar, 9), round(log_likelihood, 9), -np.abs(weights - 1 / len(weights)).sum())
+        if best_key is None or key > best_key:
+            best, best_key = weights, key
+    return best
+
+
+def late_fusion(
+    members: dict[str, pd.DataFrame], classes: list[str], method: str, step: float
+) -> tuple[pd.DataFrame, dict[str, float], dict[int, dict[str, float]]]:
+    """Returns (fused out-of-fold scores, weights fit on all folds, weights used per fold)."""
+    clips, probabilities, present = align_members(members, classes)
+    labels = clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    folds = clips["fold"].to_numpy()
+    names = list(members)
+    fused = np.zeros((len(clips), len(classes)))
+    per_fold = {}
+    for fold in np.unique(folds):
+        train, test = folds != fold, folds == fold
+        if method == "mean":
+            weights = np.full(len(names), 1 / len(names))
+        else:
+            weights = fit_weights(probabilities[:, train], present[:, train], labels[train], step)
+        fused[test] = combine(probabilities[:, test], present[:, test], weights)
+        per_fold[int(fold)] = dict(zip(names, map(float, weights)))
+    overall = (
+        np.full(len(names), 1 / len(names)) if method == "mean" else fit_weights(probabilities, present, labels, step)
+    )
+    scores = clips.copy()
+    scores[probability_columns(classes)] = fused
+    return scores, dict(zip(names, map(float, overall))), per_fold

@@ -1,0 +1,126 @@
+"""Decoding of any container through PyAV: probing, sampled video frames with their
+presentation timestamps, and the audio track resampled to mono float32."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+
+class MediaError(RuntimeError):
+    """A media file cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration_s: float
+    has_video: bool
+    has_audio: bool
+    fps: float
+    width: int
+    height: int
+    sample_rate: int
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "file is empty (0 bytes)")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as error:
+        raise MediaError(path, f"cannot open container: {error}") from None
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Read stream metadata and decode the first frame of each stream, so a file whose
+    header parses but whose payload is garbage is caught here, not in a later stage."""
+    with _open(path) as container:
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if video is None and audio is None:
+            raise MediaError(path, "no audio or video stream")
+        durations = []
+        if container.duration:
+            durations.append(container.duration / av.time_base)
+        for stream in (video, audio):
+            if stream is not None and stream.duration and stream.time_base:
+                durations.append(float(stream.duration * stream.time_base))
+        for stream in (video, audio):
+            if stream is None:
+                continue
+            try:
+                container.seek(0)
+                next(container.decode(stream))
+            except (av.FFmpegError, StopIteration) as error:
+                kind = "video" if stream is video else "audio"
+                raise MediaError(path, f"{kind} stream does not decode: {error or 'no frames'}") from None
+        if not durations:
+            raise MediaError(path, "duration unknown")
+        return MediaInfo(
+            duration_s=max(durations),
+            has_video=video is not None,
+            has_audio=audio is not None,
+            fps=float(video.average_rate) if video is not None and video.average_rate else 0.0,
+            width=video.codec_context.width if video is not None else 0,
+            height=video.codec_context.height if video is not None else 0,
+            sample_rate=audio.codec_context.sample_rate if audio is not None else 0,
+        )
+
+
+def sample_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (timestamp_s, RGB uint8 frame) at about ``fps`` frames per second.
+
+    Every frame is decoded (inter-frame codecs need it) but only the sampled ones are
+    converted to RGB, which is the expensive part at low sampling rates. A frame is taken
+    when its presentation time reaches the next sampling instant, so timestamps are the
+    true PTS of the frames used.
+    """
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(path, "no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        step = 1.0 / fps
+        next_time = 0.0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                time_s = float(frame.pts * stream.time_base)
+                if time_s + 1e-6 < next_time:
+                    continue
+                yield time_s, frame.to_ndarray(format="rgb24")
+                next_time = max(next_time + step, time_s + step / 2)
+        except av.FFmpegError as error:
+            raise MediaError(path, f"video decoding failed: {error}") from None
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """The first audio stream as mono float32 in [-1, 1] at ``sample_rate``."""
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks = []
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as error:
+            raise MediaError(path, f"audio decoding failed: {error}") from None
+    if not chunks:
+        raise MediaError(path, "audio stream has no samples")
+    return np.concatenate(chunks).astype(np.float32, copy=False)

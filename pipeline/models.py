@@ -1,0 +1,65 @@
+"""The trainable model: one temporal head per branch and, with several branches, a fusion.
+
+A single-branch classifier and a cross-modal fusion model are the same class, so the train
+and fusion stages share one training loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.fusion import FUSIONS
+from pipeline.heads import HEADS
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    name: str
+    input_dim: int
+    head: str
+    head_config: Any
+
+
+class Standardize(nn.Module):
+    """Per-dimension standardisation with statistics of the training part of a fold."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, frames: Tensor) -> None:
+        self.mean.copy_(frames.mean(0))
+        self.std.copy_(frames.std(0).clamp(min=1e-4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class MultiBranchClassifier(nn.Module):
+    def __init__(self, branches: list[BranchSpec], num_classes: int, fusion: str | None = None, fusion_config: Any = None) -> None:
+        super().__init__()
+        if len(branches) > 1 and fusion is None:
+            raise ValueError("several branches need a fusion")
+        self.names = [b.name for b in branches]
+        self.standardize = nn.ModuleDict({b.name: Standardize(b.input_dim) for b in branches})
+        self.heads = nn.ModuleDict({b.name: HEADS.get(b.head)(b.input_dim, b.head_config) for b in branches})
+        dims = [self.heads[b.name].embed_dim for b in branches]
+        # Stands in for a modality the clip does not have, so fusion sees a learned "absent" signal.
+        self.absent = nn.ParameterDict({b.name: nn.Parameter(torch.zeros(d)) for b, d in zip(branches, dims)})
+        self.fusion = FUSIONS.get(fusion)(dims, fusion_config) if fusion is not None else None
+        out_dim = self.fusion.out_dim if self.fusion is not None else dims[0]
+        self.classifier = nn.Linear(out_dim, num_classes)
+
+    def forward(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+        embeddings = []
+        for name in self.names:
+            x, mask = inputs[name]
+            embedding = self.heads[name](self.standardize[name](x) * mask.unsqueeze(-1), mask)
+            present = mask.any(1, keepdim=True)
+            embeddings.append(torch.where(present, embedding, self.absent[name].expand_as(embedding)))
+        fused = self.fusion(embeddings) if self.fusion is not None else embeddings[0]
+        return self.classifier(fused)

@@ -1,0 +1,27 @@
+"""Stage manifest: list the dataset's clips, probe their media, assign speaker folds."""
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import load_params
+from pipeline.datasets.manifest import build_manifest
+from pipeline.store import FAILURE_COLUMNS
+
+MANIFEST = Path("data/manifest.parquet")
+FAILURES = Path("data/manifest_failures.csv")
+
+
+def main() -> None:
+    params = load_params()
+    manifest, failures, counts = build_manifest(params.data)
+    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_parquet(MANIFEST, index=False)
+    pd.DataFrame(failures, columns=FAILURE_COLUMNS).to_csv(FAILURES, index=False)
+    print(f"manifest: {json.dumps(counts)}; speakers={manifest['speaker'].nunique()} folds={manifest['fold'].nunique()}")
+    for failure in failures:
+        print(f"  left out {failure['clip_id']}: {failure['reason']}")
+
+
+if __name__ == "__main__":
+    main()

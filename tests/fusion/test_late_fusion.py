@@ -1,0 +1,66 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.fusion.late import combine, fit_weights, late_fusion, simplex_grid
+
+CLASSES = ["a", "b"]
+
+
+def member(prob_a, labels, folds, clip_ids=None):
+    prob_a = np.asarray(prob_a, float)
+    return pd.DataFrame(
+        {
+            "clip_id": clip_ids or [f"c{i}" for i in range(len(prob_a))],
+            "fold": folds,
+            "label": labels,
+            "p_a": prob_a,
+            "p_b": 1 - prob_a,
+        }
+    )
+
+
+def test_simplex_grid_sums_to_one():
+    grid = simplex_grid(3, 0.25)
+    assert len(grid) == 15
+    np.testing.assert_allclose(grid.sum(1), 1)
+
+
+def test_weights_prefer_the_informative_member():
+    labels = np.array([0, 1] * 10)
+    good = np.stack([np.where(labels == 0, 0.8, 0.2), np.where(labels == 0, 0.2, 0.8)], -1)
+    noise = np.random.default_rng(0).dirichlet([1, 1], size=20)
+    weights = fit_weights(np.stack([good, noise]), np.ones((2, 20), bool), labels, 0.1)
+    assert weights[0] > weights[1]
+
+
+def test_missing_member_is_renormalised_away():
+    probabilities = np.array([[[0.9, 0.1]], [[0.2, 0.8]]])
+    fused = combine(probabilities, np.array([[True], [False]]), np.array([0.3, 0.7]))
+    np.testing.assert_allclose(fused, [[0.9, 0.1]])
+
+
+def test_fold_weights_are_fit_without_the_test_fold():
+    # Member x is right on folds 0-1 and wrong on fold 2; member y the opposite. If fold 2's
+    # weights saw fold 2, they would favour y there; fit on folds 0-1 they must favour x.
+    labels = ["a", "b"] * 6
+    folds = [0] * 4 + [1] * 4 + [2] * 4
+    truth = np.array([1.0, 0.0] * 6)
+    x = np.where(np.array(folds) < 2, truth * 0.8 + 0.1, 0.9 - truth * 0.8)
+    y = np.where(np.array(folds) < 2, 0.55 - truth * 0.1, truth * 0.8 + 0.1)
+    scores, overall, per_fold = late_fusion(
+        {"x": member(x, labels, folds), "y": member(y, labels, folds)}, CLASSES, "weighted", 0.1
+    )
+    assert per_fold[2]["x"] > per_fold[2]["y"]
+    assert scores["clip_id"].tolist() == sorted(scores["clip_id"])
+    np.testing.assert_allclose(scores[["p_a", "p_b"]].sum(1), 1)
+    assert sum(overall.values()) == pytest.approx(1)
+
+
+def test_clip_scored_by_one_member_only_is_kept():
+    labels, folds = ["a", "b", "a", "b"], [0, 0, 1, 1]
+    full = member([0.9, 0.1, 0.8, 0.3], labels, folds)
+    partial = member([0.6, 0.4, 0.7], labels[:3], folds[:3], ["c0", "c1", "c2"])
+    scores, _, _ = late_fusion({"full": full, "partial": partial}, CLASSES, "mean", 0.1)
+    assert len(scores) == 4
+    assert scores.loc[scores["clip_id"] == "c3", "p_a"].item() == pytest.approx(0.3)

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from pipeline.heads import HEADS, masked_mean_std
+
+
+def build(name, input_dim=6, **options):
+    cls = HEADS.get(name)
+    return cls(input_dim, cls.Config(**options))
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+def test_head_shapes_and_gradients(name):
+    torch.manual_seed(0)
+    head = build(name)
+    x = torch.randn(3, 11, 6, requires_grad=True)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[1, 7:] = False
+    out = head(x, mask)
+    assert out.shape == (3, head.embed_dim)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in head.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+def test_masked_frames_do_not_change_the_embedding(name):
+    torch.manual_seed(0)
+    head = build(name).eval()
+    x = torch.randn(1, 9, 6)
+    mask = torch.ones(1, 9, dtype=torch.bool)
+    mask[0, [2, 5, 8]] = False
+    noisy = x.clone()
+    noisy[0, [2, 5, 8]] = 100.0  # garbage where there is no face
+    if name == "tcn":
+        # Convolutions see neighbours, so compare against zeroed (not removed) masked frames.
+        clean = x.clone()
+        clean[0, [2, 5, 8]] = 0.0
+        torch.testing.assert_close(head(noisy, mask), head(clean, mask))
+    else:
+        compact = x[:, mask[0]]
+        torch.testing.assert_close(head(noisy, mask), head(compact, torch.ones(1, 6, dtype=torch.bool)), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+def test_all_masked_clip_is_finite(name):
+    head = build(name).eval()
+    out = head(torch.randn(2, 5, 6), torch.tensor([[False] * 5, [True] * 5]))
+    assert torch.isfinite(out).all()
+
+
+def test_masked_mean_std_against_manual():
+    x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    mean, std = masked_mean_std(x, torch.tensor([[True, True, False]]))
+    assert mean.item() == pytest.approx(2.0)
+    assert std.item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_tcn_receptive_field_follows_config():
+    head = build("tcn", input_dim=1, channels=4, levels=3, kernel_size=3, dropout=0.0).eval()
+    with torch.no_grad():  # positive weights keep every ReLU open, so gradients show the reach
+        for parameter in head.parameters():
+            parameter.fill_(0.1)
+    length, centre = 61, 30
+    x = torch.ones(1, length, 1, requires_grad=True)
+    features = head.blocks(head.input(x.transpose(1, 2)))
+    features[0, :, centre].sum().backward()
+    reach = (x.grad[0, :, 0] != 0).nonzero().flatten()
+    expected = 1 + 2 * (3 - 1) * (2**3 - 1)
+    assert reach.max() - reach.min() + 1 == expected

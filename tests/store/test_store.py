@@ -1,0 +1,64 @@
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.store import FeatureStore, config_hash, entry_file_name
+
+
+def arrays(frames=5):
+    return {
+        "data": np.arange(frames * 3, dtype=np.float32).reshape(frames, 3),
+        "timestamps": np.linspace(0, 1, frames),
+        "mask": np.ones(frames, np.uint8),
+    }
+
+
+def test_write_read_roundtrip_with_attributes(tmp_path):
+    store = FeatureStore(tmp_path / "fer")
+    store.write("clip/1", arrays(), {"extractor": "fer", "config_hash": "abc", "weights_sha256": "00ff"})
+    entry = store.read("clip/1")
+    np.testing.assert_array_equal(entry.arrays["data"], arrays()["data"])
+    assert entry.attrs["extractor"] == "fer" and entry.attrs["weights_sha256"] == "00ff"
+    assert store.attrs("clip/1")["config_hash"] == "abc"
+    assert store.attrs("other") is None
+
+
+def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
+    store = FeatureStore(tmp_path / "s")
+    store.write("a", arrays(), {"config_hash": "v1"})
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", explode)
+    with pytest.raises(KeyboardInterrupt):
+        store.write("a", arrays(7), {"config_hash": "v2"})
+    with pytest.raises(KeyboardInterrupt):
+        store.write("b", arrays(), {"config_hash": "v2"})
+    monkeypatch.undo()
+    assert store.attrs("a")["config_hash"] == "v1"  # old entry intact
+    assert store.read("a").arrays["data"].shape == (5, 3)
+    assert not store.path_of("b").exists()
+    assert list(store.entries_dir.glob("*.tmp")) == []
+
+
+def test_index_lists_wanted_entries_and_drops_removed_clips(tmp_path):
+    store = FeatureStore(tmp_path / "s")
+    for clip in ["a", "b", "c"]:
+        store.write(clip, arrays(4), {"config_hash": "h"})
+    index = store.write_index(["a", "c", "never-extracted"])
+    assert index["clip_id"].tolist() == ["a", "c"]
+    assert index["num_frames"].tolist() == [4, 4]
+    assert not store.path_of("b").exists()
+    assert store.clip_ids() == ["a", "c"]
+
+
+def test_entry_file_names_are_safe_and_distinct():
+    assert entry_file_name("abc_1") == "abc_1.h5"
+    assert "/" not in entry_file_name("Actor_01/clip")
+    assert entry_file_name("a/b") != entry_file_name("a_b")
+
+
+def test_config_hash_is_order_independent():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})

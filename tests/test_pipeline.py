@@ -1,0 +1,74 @@
+"""End to end, as a user runs it: `dvc repro` on the demo data in a fresh copy of the
+project, then `dvc exp run -S fusion=fbp`, which must not re-run any extraction."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.devtools import commit, copy_project, run, stages_run
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRACTION_STAGES = {"demo_data", "manifest", "faces", "audio", "extract@fer", "extract@logmel"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A fresh git + DVC checkout of the working tree with the demo pipeline reproduced."""
+    root = copy_project(REPO, tmp_path_factory.mktemp("project"))
+    (root / "repro.log").write_text(run(["dvc", "repro"], root))
+    commit(root, "repro")
+    return root
+
+
+@pytest.fixture(scope="module")
+def metrics(project) -> dict:
+    return json.loads((project / "reports/metrics.json").read_text())["models"]
+
+
+def test_repro_runs_every_stage_and_writes_reports(project, metrics):
+    ran = stages_run((project / "repro.log").read_text())
+    assert EXTRACTION_STAGES | {"train@face", "train@voice", "fusion", "late_fusion", "evaluate"} <= ran
+    for name in ["face", "voice", "fusion_concat", "late_fusion"]:
+        assert {"accuracy", "uar", "macro_f1"} <= set(metrics[name])
+    assert (project / "reports/report.md").read_text().startswith("# Evaluation report")
+    confusion = pd.read_csv(project / "reports/confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"]
+    assert len(confusion) == metrics["late_fusion"]["clips"]
+    show = run(["dvc", "metrics", "show"], project)
+    assert "models.late_fusion.uar" in show
+
+
+def test_each_modality_is_informative_and_fusion_beats_both(metrics):
+    chance = 1 / 7
+    for branch in ("face", "voice"):
+        assert metrics[branch]["uar"] > 2 * chance, metrics[branch]
+    best_single = max(metrics["face"]["uar"], metrics["voice"]["uar"])
+    assert metrics["late_fusion"]["uar"] > best_single
+    assert metrics["fusion_concat"]["uar"] > best_single
+
+
+def test_bad_clips_are_reported_and_the_rest_processed(project, metrics):
+    failures = pd.read_csv(project / "reports/failures.csv", keep_default_na=False)
+    reasons = failures.groupby("clip_id")["reason"].apply(" | ".join)
+    assert "empty" in reasons["bad_zero_bytes"]
+    assert "bad_corrupt" in reasons
+    assert "no audio stream" in reasons["bad_no_audio"]
+    assert "no face detected" in reasons["bad_no_face"]
+    final = pd.read_parquet(project / "models/late_fusion/scores.parquet")
+    # Unusable files are left out; clips missing one modality are still predicted.
+    assert {"bad_no_audio", "bad_no_face"} <= set(final["clip_id"])
+    assert not {"bad_zero_bytes", "bad_corrupt"} & set(final["clip_id"])
+    labels = pd.read_csv(project / "data/demo/labels.csv")
+    assert len(final) == len(labels) - 2
+    assert metrics["face"]["clips"] == len(labels) - 3  # no face in bad_no_face
+    assert metrics["voice"]["clips"] == len(labels) - 3  # no audio in bad_no_audio
+
+
+def test_fusion_experiment_reuses_every_cached_feature(project):
+    output = run(["dvc", "exp", "run", "-S", "fusion=fbp"], project)
+    assert stages_run(output) == {"fusion", "late_fusion", "evaluate"}, output[-3000:]
+    models = json.loads((project / "reports/metrics.json").read_text())["models"]
+    assert "fusion_fbp" in models and models["fusion_fbp"]["uar"] > 2 / 7
