@@ -144,6 +144,12 @@ def _train_fold(
     return model, curve
 
 
+def empty_result(classes: list[str]) -> CrossValidationResult:
+    """What a member without any features produces (e.g. the face branch on audio-only data)."""
+    columns = ["clip_id", "fold", "label", *probability_columns(classes)]
+    return CrossValidationResult(pd.DataFrame(columns=columns), [], pd.DataFrame(columns=["fold", "epoch", "train_loss", "val_loss"]))
+
+
 def cross_validate(
     build_model: Callable[[], nn.Module],
     branch_sequences: dict[str, Sequences],

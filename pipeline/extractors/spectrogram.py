@@ -44,3 +44,29 @@ class LogMel(Extractor):
         log_mel = np.log(power + 1e-10).T.astype(np.float32)
         timestamps = np.arange(len(log_mel)) * hop / sample_rate
         return Features(log_mel, timestamps, np.ones(len(log_mel), np.uint8))
+
+
+@EXTRACTORS.register("spectrogram")
+class LinearSpectrogram(Extractor):
+    """Log-magnitude linear-frequency (speech) spectrogram up to ``fmax``."""
+
+    input = "audio"
+    input_keys = ("samples",)
+
+    @dataclass(frozen=True)
+    class Config:
+        win_ms: float = 25.0
+        hop_ms: float = 10.0
+        n_fft: int = 512
+        fmax: float = 4000.0
+
+    def extract(self, entry: Entry) -> Features:
+        samples = entry.arrays["samples"]
+        sample_rate = int(entry.attrs["sample_rate"])
+        win = int(round(self.config.win_ms * sample_rate / 1000))
+        hop = int(round(self.config.hop_ms * sample_rate / 1000))
+        magnitude = np.abs(librosa.stft(samples, n_fft=max(self.config.n_fft, win), hop_length=hop, win_length=win, center=True))
+        frequencies = librosa.fft_frequencies(sr=sample_rate, n_fft=max(self.config.n_fft, win))
+        log_spectrum = np.log(magnitude[frequencies <= self.config.fmax] + 1e-6).T.astype(np.float32)
+        timestamps = np.arange(len(log_spectrum)) * hop / sample_rate
+        return Features(log_spectrum, timestamps, np.ones(len(log_spectrum), np.uint8))

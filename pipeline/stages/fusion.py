@@ -7,11 +7,11 @@ from pipeline.config import load_params
 from pipeline.datasets.manifest import read_manifest
 from pipeline.fusion import FUSIONS
 from pipeline.heads import HEADS
-from pipeline.metrics import classification_report
+from pipeline.evaluation import score_report
 from pipeline.models import BranchSpec, MultiBranchClassifier
 from pipeline.results import FUSION_DIR, save_cross_validation
 from pipeline.store import FAILURE_COLUMNS, FeatureStore
-from pipeline.training import cross_validate, load_sequences, probability_columns
+from pipeline.training import cross_validate, empty_result, load_sequences
 
 
 def main() -> None:
@@ -23,29 +23,34 @@ def main() -> None:
     sequences, specs = {}, []
     for name in names:
         branch = params.branches[name]
-        sequences[name] = load_sequences(FeatureStore(f"features/{branch.features}"), manifest["clip_id"].tolist())
-        if not sequences[name]:
-            raise SystemExit(f"fusion: branch {name!r} has no features at all")
-        input_dim = next(iter(sequences[name].values()))[0].shape[1]
+        branch_sequences = load_sequences(FeatureStore(f"features/{branch.features}"), manifest["clip_id"].tolist())
+        if not branch_sequences:
+            print(f"fusion: branch {name!r} has no features in this dataset and is left out")
+            continue
+        sequences[name] = branch_sequences
+        input_dim = next(iter(branch_sequences.values()))[0].shape[1]
         head_config = HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
         specs.append(BranchSpec(name, input_dim, branch.head.type, head_config))
     covered = set().union(*(set(s) for s in sequences.values()))
     clips = manifest[manifest["clip_id"].isin(covered)]
     partial = {name: sorted(covered - set(s)) for name, s in sequences.items()}
-    result = cross_validate(
-        lambda: MultiBranchClassifier(specs, len(classes), params.fusion, fusion_config), sequences, clips, classes, params.train
-    )
+    # With one modality left there is nothing to fuse: its head alone is the model.
+    fusion = params.fusion if len(specs) > 1 else None
+    if not specs:
+        result = empty_result(classes)
+    else:
+        result = cross_validate(
+            lambda: MultiBranchClassifier(specs, len(classes), fusion, fusion_config), sequences, clips, classes, params.train
+        )
     missing = pd.DataFrame(
         [{"clip_id": c, "stage": "fusion", "reason": "no features in any fused branch"} for c in manifest["clip_id"] if c not in covered],
         columns=FAILURE_COLUMNS,
     )
-    meta = {"fusion": params.fusion, "fusion_config": asdict(fusion_config), "branches": names, "classes": classes,
+    meta = {"fusion": fusion, "fusion_config": asdict(fusion_config), "branches": list(sequences), "classes": classes,
             "clips_missing_a_modality": {name: len(ids) for name, ids in partial.items()},
             "heads": {s.name: {"type": s.head, "config": asdict(s.head_config), "input_dim": s.input_dim} for s in specs}}
     save_cross_validation(FUSION_DIR, result, meta, missing)
-    report = classification_report(
-        result.scores["label"].map(classes.index).to_numpy(), result.scores[probability_columns(classes)].to_numpy().argmax(1), classes
-    )
+    report = score_report(result.scores, classes)
     print(f"fusion ({params.fusion}): {len(clips)} clips ({meta['clips_missing_a_modality']} missing a modality), out-of-fold UAR {report['uar']:.3f}")
 
 

@@ -5,11 +5,11 @@ from dataclasses import asdict
 from pipeline.config import load_params
 from pipeline.datasets.manifest import read_manifest
 from pipeline.heads import HEADS
-from pipeline.metrics import classification_report
+from pipeline.evaluation import score_report
 from pipeline.models import BranchSpec, MultiBranchClassifier
 from pipeline.results import BRANCHES_DIR, missing_clips, save_cross_validation
 from pipeline.store import FeatureStore
-from pipeline.training import cross_validate, load_sequences, probability_columns
+from pipeline.training import cross_validate, empty_result, load_sequences
 
 
 def main(name: str) -> None:
@@ -21,23 +21,24 @@ def main(name: str) -> None:
     manifest = read_manifest()
     store = FeatureStore(f"features/{branch.features}")
     sequences = load_sequences(store, manifest["clip_id"].tolist())
-    if not sequences:
-        raise SystemExit(f"train@{name}: no clip has {branch.features} features")
     clips = manifest[manifest["clip_id"].isin(sequences)]
-    input_dim = next(iter(sequences.values()))[0].shape[1]
     head_config = HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
-    spec = BranchSpec(name, input_dim, branch.head.type, head_config)
-    result = cross_validate(
-        lambda: MultiBranchClassifier([spec], len(classes)), {name: sequences}, clips, classes, params.train
-    )
+    input_dim = next(iter(sequences.values()))[0].shape[1] if sequences else 0
+    if sequences:
+        spec = BranchSpec(name, input_dim, branch.head.type, head_config)
+        result = cross_validate(
+            lambda: MultiBranchClassifier([spec], len(classes)), {name: sequences}, clips, classes, params.train
+        )
+    else:
+        # e.g. a face branch on an audio-only corpus: recorded, not fatal.
+        print(f"train@{name}: no clip has {branch.features} features; the branch scores nothing")
+        result = empty_result(classes)
     input_store = FeatureStore(f"features/{params.extractors[branch.features].input}")
     missing = missing_clips(manifest, set(sequences), [store, input_store], f"train@{name}")
     meta = {"branch": name, "features": branch.features, "classes": classes, "head": branch.head.type,
             "head_config": asdict(head_config), "input_dim": input_dim}
     save_cross_validation(BRANCHES_DIR / name, result, meta, missing)
-    report = classification_report(
-        result.scores["label"].map(classes.index).to_numpy(), result.scores[probability_columns(classes)].to_numpy().argmax(1), classes
-    )
+    report = score_report(result.scores, classes)
     print(f"train@{name}: {len(clips)} clips, {len(missing)} missing, out-of-fold UAR {report['uar']:.3f} accuracy {report['accuracy']:.3f}")
 
 
