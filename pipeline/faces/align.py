@@ -1,0 +1,86 @@
+"""Similarity alignment of a face to a reference layout."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline.faces.template import CANONICAL_TEMPLATE
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares rotation + uniform scale + translation mapping src [N,2] onto dst [N,2] (Umeyama 1991).
+
+    Returns the [2, 3] float64 matrix M with dst ~= M @ [x, y, 1].
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+        raise ValueError(f"need two matching [N>=2, 2] point sets, got {src.shape} and {dst.shape}")
+    src_mean = src.mean(axis=0)
+    dst_mean = dst.mean(axis=0)
+    src_centered = src - src_mean
+    dst_centered = dst - dst_mean
+    covariance = dst_centered.T @ src_centered / len(src)
+    u, singular_values, vt = np.linalg.svd(covariance)
+    # Forbid a reflection: a mirrored face is not a valid alignment of the same face.
+    reflection_fix = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
+    rotation = u @ reflection_fix @ vt
+    src_variance = (src_centered**2).sum(axis=1).mean()
+    scale = np.trace(np.diag(singular_values) @ reflection_fix) / src_variance
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def align(
+    frame_rgb: np.ndarray,
+    five_points_px: np.ndarray,
+    size: int,
+    template: np.ndarray = CANONICAL_TEMPLATE,
+    margin: float = 0.0,
+) -> np.ndarray:
+    """Warp the face so its 5 points fall on `template` in a size x size crop.
+
+    `template` is in unit crop coordinates; `margin` (fraction of the crop on each
+    side) shrinks the template towards the centre to include more context.
+    Pixels outside the frame are black.
+    """
+    if not 0.0 <= margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+    target_px = (margin + np.asarray(template, dtype=np.float64) * (1.0 - 2.0 * margin)) * size
+    matrix = similarity_transform(five_points_px, target_px)
+    return _warp_antialiased(frame_rgb, matrix, size)
+
+
+def _warp_antialiased(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """cv2.warpAffine to a size x size crop, box-filtering first when the warp shrinks.
+
+    warpAffine samples bilinearly, which aliases when a large face is shrunk into a
+    small crop. Shrinking only the source region the crop will read by an integer
+    factor with INTER_AREA, then warping from it, is about half the cost of warping
+    at a multiple of the crop size and box-filtering the result.
+    """
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    factor = int(1.0 / scale) if scale > 0 else 1
+    if factor <= 1:
+        return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+    height, width = frame.shape[:2]
+    crop_corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64)
+    source_corners = crop_corners @ cv2.invertAffineTransform(matrix).T
+    # Pad by one block so bilinear sampling at the crop border has neighbours.
+    x0, y0 = np.clip(np.floor(source_corners.min(axis=0)) - factor, 0, [width, height]).astype(int)
+    x1, y1 = np.clip(np.ceil(source_corners.max(axis=0)) + factor, 0, [width, height]).astype(int)
+    # Whole blocks only, so every shrunk pixel averages exactly factor x factor pixels.
+    x1 = x0 + (x1 - x0) // factor * factor
+    y1 = y0 + (y1 - y0) // factor * factor
+    if x1 <= x0 or y1 <= y0:  # the crop lies entirely outside the frame
+        return np.zeros((size, size) + frame.shape[2:], dtype=frame.dtype)
+    shrunk = cv2.resize(
+        frame[y0:y1, x0:x1], ((x1 - x0) // factor, (y1 - y0) // factor), interpolation=cv2.INTER_AREA
+    )
+    # Shrunk pixel q is centred on frame pixel origin + factor * q.
+    origin = np.array([x0 + (factor - 1) / 2.0, y0 + (factor - 1) / 2.0])
+    linear = matrix[:, :2]
+    shrunk_matrix = np.hstack([linear * factor, (linear @ origin + matrix[:, 2])[:, None]])
+    return cv2.warpAffine(shrunk, shrunk_matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

@@ -1,0 +1,67 @@
+"""Reference layouts for aligned face crops and the mesh points that anchor them.
+
+"Left"/"right" always mean the side of the *image* (viewer's left), which is the
+convention of the ArcFace template; MediaPipe names its eyes after the subject,
+so the image-left eye is MediaPipe's RIGHT_EYE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ArcFace / InsightFace 112x112 reference points divided by 112, in the order
+# left eye centre, right eye centre, nose tip, left mouth corner, right mouth corner.
+# Using the exact ArcFace layout keeps the 112 crop compatible with face
+# recognition / expression backbones trained on that alignment.
+CANONICAL_TEMPLATE: np.ndarray = (
+    np.array(
+        [
+            [38.2946, 51.6963],
+            [73.5318, 51.5014],
+            [56.0252, 71.7366],
+            [41.5493, 92.3655],
+            [70.7299, 92.2041],
+        ],
+        dtype=np.float32,
+    )
+    / 112.0
+)
+
+# FER2013 crops show the whole face, forehead to chin, with little background,
+# whereas the ArcFace layout cuts off the upper forehead and the chin (mesh
+# landmark 152 lands at y~1.07). The gray template is the ArcFace layout shrunk
+# slightly about the crop centre and moved up, fitted on MEAD / CREMA-D / sample
+# faces so that the chin lands at y~0.95 and the upper forehead (landmark 10) at
+# y~0.14; eyes end up at y~0.37 and the mouth at y~0.72, roughly FER2013's layout.
+GRAY_TEMPLATE_SCALE: float = 0.95
+GRAY_TEMPLATE_SHIFT_Y: float = -0.09
+GRAY_TEMPLATE: np.ndarray = (
+    (CANONICAL_TEMPLATE - 0.5) * GRAY_TEMPLATE_SCALE + 0.5 + np.array([0.0, GRAY_TEMPLATE_SHIFT_Y], np.float32)
+).astype(np.float32)
+
+# Eye centres are the mean of the 16 eyelid-contour points rather than the iris
+# centre (468 / 473): the contour does not move with gaze, so the alignment stays
+# put when the subject looks sideways. Same sets as MediaPipe's
+# FACEMESH_RIGHT_EYE / FACEMESH_LEFT_EYE (checked by the tests).
+IMAGE_LEFT_EYE_CONTOUR: tuple[int, ...] = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246)
+IMAGE_RIGHT_EYE_CONTOUR: tuple[int, ...] = (249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)
+NOSE_TIP: int = 1
+IMAGE_LEFT_MOUTH_CORNER: int = 61
+IMAGE_RIGHT_MOUTH_CORNER: int = 291
+NUM_MESH_LANDMARKS: int = 478
+
+
+def five_points(landmarks: np.ndarray) -> np.ndarray:
+    """The 5 template points (order of CANONICAL_TEMPLATE) from a [478, 2|3] face mesh, as [5, 2] float32."""
+    if landmarks.ndim != 2 or landmarks.shape[0] != NUM_MESH_LANDMARKS:
+        raise ValueError(f"expected [{NUM_MESH_LANDMARKS}, 2|3] landmarks, got {landmarks.shape}")
+    xy = landmarks[:, :2].astype(np.float32)
+    return np.stack(
+        [
+            xy[list(IMAGE_LEFT_EYE_CONTOUR)].mean(axis=0),
+            xy[list(IMAGE_RIGHT_EYE_CONTOUR)].mean(axis=0),
+            xy[NOSE_TIP],
+            xy[IMAGE_LEFT_MOUTH_CORNER],
+            xy[IMAGE_RIGHT_MOUTH_CORNER],
+        ]
+    )
