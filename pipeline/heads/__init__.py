@@ -137,7 +137,8 @@ class TemporalBlock(nn.Module):
 class TcnHead(TemporalHead):
     """Dilated temporal convolutions (dilation doubling per level), attention-pooled.
 
-    Receptive field = 1 + 2 * (kernel_size - 1) * (2**levels - 1) frames.
+    Receptive field = 1 + 2 * (kernel_size - 1) * (2**levels - 1) frames, after ``pool``
+    frames are averaged into one (e.g. pool 4 takes 10 ms audio frames to the 25 fps video rate).
     """
 
     @dataclass(frozen=True)
@@ -147,10 +148,12 @@ class TcnHead(TemporalHead):
         kernel_size: int = 3
         causal: bool = False
         dropout: float = 0.2
+        pool: int = 1
 
     def __init__(self, input_dim: int, config: Config) -> None:
         super().__init__()
         self.embed_dim = config.channels
+        self.pool_size = config.pool
         self.input = nn.Conv1d(input_dim, config.channels, 1)
         self.blocks = nn.Sequential(
             *(TemporalBlock(config.channels, config.kernel_size, 2**level, config.causal, config.dropout) for level in range(config.levels))
@@ -159,8 +162,21 @@ class TcnHead(TemporalHead):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x * mask.unsqueeze(-1)
+        if self.pool_size > 1:
+            x, mask = masked_average_pool(x, mask, self.pool_size)
         y = self.blocks(self.input(x.transpose(1, 2))).transpose(1, 2)
         return self.pool(y, mask)
+
+
+def masked_average_pool(x: Tensor, mask: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Average every ``size`` consecutive frames over their visible ones."""
+    pad = (-x.shape[1]) % size
+    x = nn.functional.pad(x, (0, 0, 0, pad))
+    weights = nn.functional.pad(mask.float(), (0, pad))
+    batch, length, dim = x.shape
+    total = (x * weights.unsqueeze(-1)).view(batch, length // size, size, dim).sum(2)
+    count = weights.view(batch, length // size, size).sum(2)
+    return total / count.clamp(min=1).unsqueeze(-1), count > 0
 
 
 def build_head(name: str, input_dim: int, config) -> TemporalHead:

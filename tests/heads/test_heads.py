@@ -68,3 +68,13 @@ def test_tcn_receptive_field_follows_config():
     reach = (x.grad[0, :, 0] != 0).nonzero().flatten()
     expected = 1 + 2 * (3 - 1) * (2**3 - 1)
     assert reach.max() - reach.min() + 1 == expected
+
+
+def test_masked_average_pool_ignores_masked_frames():
+    from pipeline.heads import masked_average_pool
+
+    x = torch.tensor([[[1.0], [3.0], [50.0], [5.0], [7.0]]])
+    mask = torch.tensor([[True, True, False, True, False]])
+    pooled, pooled_mask = masked_average_pool(x, mask, 2)
+    assert pooled.flatten().tolist() == [2.0, 5.0, 0.0]
+    assert pooled_mask.tolist() == [[True, True, False]]
