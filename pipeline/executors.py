@@ -1,33 +1,32 @@
 """Where per-clip jobs run.
 
-Stages describe the work as a picklable *processor factory* (builds the per-process state,
-e.g. a loaded model or mediapipe graph, once) and a list of jobs; an executor decides where
-the processor runs. ``local`` with one worker runs in-process; with more workers it uses a
-process pool whose initializer builds the processor once per process. A distributed engine
-plugs in as another executor with the same ``map`` contract.
+Stages describe the work as a picklable *processor* (a callable that builds its heavy state,
+e.g. a loaded model or a mediapipe graph, lazily on its first job) and a list of jobs; an
+executor decides where the processor runs. ``local`` with one worker runs in-process; with
+more workers each pool process receives one copy of the processor and keeps it for all its
+jobs, so the state is built once per process. A distributed engine plugs in as another
+executor with the same ``map`` contract.
 """
 from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from tqdm import tqdm
 
 Processor = Callable[[Any], Any]
-ProcessorFactory = Callable[[], Processor]
 
 _worker_processor: Processor | None = None
 
 
 class Executor(Protocol):
-    def map(self, factory: ProcessorFactory, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
-        """Yield (job, result) pairs in completion order; exceptions are raised by the processor's caller."""
+    def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
+        """Yield (job, result) pairs in completion order."""
 
 
 class InProcessExecutor:
-    def map(self, factory: ProcessorFactory, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
-        processor = factory()
+    def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
         try:
             for job in tqdm(jobs, desc=desc, unit="clip", mininterval=2.0):
                 yield job, processor(job)
@@ -37,9 +36,9 @@ class InProcessExecutor:
                 close()
 
 
-def _init_worker(factory: ProcessorFactory) -> None:
+def _init_worker(processor: Processor) -> None:
     global _worker_processor
-    _worker_processor = factory()
+    _worker_processor = processor
 
 
 def _run_job(job: Any) -> Any:
@@ -51,11 +50,11 @@ class ProcessPoolJobExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def map(self, factory: ProcessorFactory, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
+    def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
         # spawn, not fork: torch and mediapipe start threads at import, and forking a
         # process that holds their locks can deadlock the children.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(factory,)) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(processor,)) as pool:
             futures = {pool.submit(_run_job, job): job for job in jobs}
             for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="clip", mininterval=2.0):
                 yield futures[future], future.result()
@@ -67,7 +66,3 @@ def make_executor(kind: str, workers: int, num_jobs: int) -> Executor:
     if workers <= 1 or num_jobs <= 1:
         return InProcessExecutor()
     return ProcessPoolJobExecutor(min(workers, num_jobs))
-
-
-def run(executor: Executor, factory: ProcessorFactory, jobs: Iterable[Any], desc: str) -> list[tuple[Any, Any]]:
-    return list(executor.map(factory, list(jobs), desc))

@@ -1,7 +1,7 @@
 """Filling feature stores clip by clip: the faces store (aligned crops and landmarks), the
 audio store (decoded waveform) and one store per extractor.
 
-Each store kind has a picklable *processor* (built once per worker process by the
+Each store kind has a picklable *processor* (copied once into each worker process by the
 executor) that turns one clip into one atomically written entry and returns a
 :class:`ClipResult`. :func:`fill_store` skips clips whose entry was made with the same
 config, runs the rest through the executor, then writes the index (dropping clips no
@@ -39,7 +39,7 @@ class ClipResult:
 def fill_store(
     store: FeatureStore,
     jobs: list[ClipJob],
-    processor_factory: Callable[[], Callable[[ClipJob], ClipResult]],
+    processor: Callable[[ClipJob], ClipResult],
     identity: dict[str, Any],
     stage: str,
     workers: int,
@@ -52,7 +52,7 @@ def fill_store(
     results: list[ClipResult] = []
     if todo:
         runner = make_executor(executor, workers, len(todo))
-        results = [result for _, result in runner.map(processor_factory, todo, desc=stage)]
+        results = [result for _, result in runner.map(processor, todo, desc=stage)]
     # Clips skipped as up to date keep their earlier notes (e.g. "no face detected").
     redone, listed = {r.clip_id for r in results}, {job.clip_id for job in jobs}
     kept = [f for f in store.failures().to_dict("records") if f["clip_id"] in listed - redone and f["stage"] == stage]

@@ -8,7 +8,7 @@ from pipeline.datasets.manifest import MANIFEST_COLUMNS, assign_folds, build_man
 
 def dataset(tmp_path, clip_factory, rows, labels=("happy", "sad")):
     for file, *_ in rows:
-        if file.startswith("ok"):
+        if file.startswith("ok") and not (tmp_path / file).exists():
             clip_factory(file, seconds=0.5)
     pd.DataFrame(rows, columns=["file", "label", "speaker"]).to_csv(tmp_path / "labels.csv", index=False)
     return DataParams(dataset="labels_csv", root=str(tmp_path), labels=list(labels))

@@ -1,0 +1,71 @@
+"""Filling stores clip by clip: failures recorded with reasons, incremental re-runs."""
+import numpy as np
+import skimage.data
+
+from pipeline.extraction import AudioClipProcessor, ClipJob, ExtractorClipProcessor, FaceClipProcessor, fill_store
+from pipeline.store import FeatureStore
+
+
+def face_frame(i: int) -> np.ndarray:
+    """The astronaut photograph, cropped around her face, drifting by a pixel per frame."""
+    image = skimage.data.astronaut()
+    return np.ascontiguousarray(image[20 + i % 5 : 276 + i % 5, 100:356])
+
+
+def face_processor(root, identity):
+    return FaceClipProcessor(str(root), identity, fps=5, min_detection_confidence=0.5, crop_size=112, gray_size=64, detector="auto")
+
+
+def test_faces_store_keeps_faceless_frames_masked_and_reports_faceless_clips(tmp_path, clip_factory):
+    face = clip_factory("face.mp4", seconds=1.0, size=256, frame=face_frame)
+    blank = clip_factory("blank.mp4", seconds=1.0, size=256)
+    half = clip_factory("half.mp4", seconds=1.0, size=256, frame=lambda i: face_frame(i) if i < 12 else np.zeros((256, 256, 3), np.uint8))
+    store = FeatureStore(tmp_path / "faces")
+    jobs = [ClipJob("face", str(face)), ClipJob("blank", str(blank)), ClipJob("half", str(half))]
+    results, failures = fill_store(store, jobs, face_processor(store.root, {"v": 1}), {"v": 1}, "faces", workers=1)
+    assert store.clip_ids() == ["blank", "face", "half"]
+    entry = store.read("face")
+    assert entry.arrays["crop_rgb"].shape == (5, 112, 112, 3)
+    assert entry.arrays["crop_gray"].shape == (5, 64, 64)
+    assert entry.arrays["landmarks"].shape == (5, 478, 3)
+    np.testing.assert_allclose(entry.timestamps, [0, 0.2, 0.4, 0.6, 0.8], atol=1e-6)
+    assert entry.mask.all() and (entry.arrays["score"] > 0.5).all()
+    half_mask = store.read("half").mask
+    assert len(half_mask) == 5 and half_mask[:2].all() and not half_mask[3:].any()  # kept, masked
+    assert not store.read("blank").mask.any()
+    assert [(f["clip_id"], "no face detected" in f["reason"]) for f in failures] == [("blank", True)]
+
+    # A second run with the same config redoes nothing and keeps the failure note.
+    again, failures_again = fill_store(store, jobs, face_processor(store.root, {"v": 1}), {"v": 1}, "faces", workers=1)
+    assert again == [] and failures_again == failures
+    # A changed config redoes every clip; a clip removed from the dataset leaves the store.
+    redone, _ = fill_store(store, jobs[:2], face_processor(store.root, {"v": 2}), {"v": 2}, "faces", workers=1)
+    assert sorted(r.clip_id for r in redone) == ["blank", "face"]
+    assert store.clip_ids() == ["blank", "face"]
+
+
+def test_audio_store_records_clips_it_cannot_decode(tmp_path, clip_factory):
+    good = clip_factory("good.mp4", seconds=1.0)
+    silent = clip_factory("silent.mp4", seconds=1.0, audio=False)
+    store = FeatureStore(tmp_path / "audio")
+    processor = AudioClipProcessor(str(store.root), {"sr": 16000}, 16000)
+    jobs = [ClipJob("good", str(good)), ClipJob("silent", str(silent))]
+    _, failures = fill_store(store, jobs, processor, {"sr": 16000}, "audio", workers=1)
+    assert store.clip_ids() == ["good"]
+    assert store.read("good").attrs["sample_rate"] == 16000
+    assert failures[0]["clip_id"] == "silent" and "no audio stream" in failures[0]["reason"]
+
+
+def test_extractor_entries_record_provenance_and_run_in_a_process_pool(tmp_path, clip_factory):
+    audio = FeatureStore(tmp_path / "audio")
+    jobs = [ClipJob(f"c{i}", str(clip_factory(f"c{i}.mp4", seconds=0.5))) for i in range(3)]
+    fill_store(audio, jobs, AudioClipProcessor(str(audio.root), {}, 16000), {}, "audio", workers=1)
+    out = FeatureStore(tmp_path / "logmel")
+    processor = ExtractorClipProcessor(str(audio.root), str(out.root), "logmel", {"n_mels": 40}, "cpu", 8)
+    identity = processor.extractor().identity()
+    results, failures = fill_store(out, jobs, processor, identity, "extract@logmel", workers=2)
+    assert sorted(r.clip_id for r in results) == ["c0", "c1", "c2"] and failures == []
+    entry = out.read("c1")
+    assert entry.arrays["data"].shape[1] == 40
+    assert entry.attrs["extractor"] == "logmel"
+    assert entry.attrs["config_hash"] == FeatureStore(out.root).attrs("c0")["config_hash"]
