@@ -82,6 +82,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 class DataParams:
     dataset: str = "demo"
     root: str = "data/demo"
+    options: dict[str, Any] = field(default_factory=dict)  # the adapter's Config
     labels: list[str] = field(default_factory=list)
     # Maps corpus labels onto the experiment's label set; a label mapped to "" is dropped.
     label_map: dict[str, str] = field(default_factory=dict)
@@ -164,6 +165,7 @@ class Params:
     extractors: dict[str, ExtractorParams] = field(default_factory=dict)
     branches: dict[str, BranchParams] = field(default_factory=dict)
     train: TrainParams = field(default_factory=TrainParams)
+    task: Literal["classification", "continuous"] = "classification"
     fusion: str = "concat"
     cross_modal: CrossModalParams = field(default_factory=CrossModalParams)
     late_fusion: LateFusionParams = field(default_factory=LateFusionParams)
@@ -203,11 +205,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def _validate_registries(params: Params, path: Path) -> None:
     """Check names against the registries and each option block against its class's config."""
+    from pipeline.datasets import DATASETS
     from pipeline.extractors import EXTRACTORS
     from pipeline.fusion import FUSIONS
     from pipeline.heads import HEADS
 
     try:
+        DATASETS.config(params.data.dataset, params.data.options, "data.options")
         for name, spec in params.extractors.items():
             EXTRACTORS.config(spec.type, spec.options, f"extractors.{name}.options")
             extractor_input = EXTRACTORS.get(spec.type).input

@@ -180,6 +180,9 @@ class ExtractorClipProcessor:
 
 
 def jobs_from_manifest(manifest: pd.DataFrame, column: str | None = None) -> list[ClipJob]:
+    """One job per clip (with ``column`` true); the audio stage's jobs read ``audio_path``
+    where the corpus keeps the audio in a separate file."""
     rows = manifest if column is None else manifest[manifest[column]]
-    return [ClipJob(r.clip_id, r.path) for r in rows.itertuples(index=False)]
+    use_audio_file = column == "has_audio"
+    return [ClipJob(r.clip_id, r.audio_path if use_audio_file and r.audio_path else r.path) for r in rows.itertuples(index=False)]
 

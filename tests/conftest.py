@@ -22,7 +22,8 @@ def write_clip(
     frame=None,
     sample_rate: int = 16000,
 ) -> Path:
-    """An h264/AAC mp4; ``frame(i) -> HxWx3 uint8`` draws the frames (default: gradient)."""
+    """An h264/AAC clip (PCM audio only for .wav); ``frame(i) -> HxWx3 uint8`` draws the
+    frames (default: a flat grey that changes per frame)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         if video:
@@ -30,7 +31,7 @@ def write_clip(
             vstream.width = vstream.height = size
             vstream.pix_fmt = "yuv420p"
         if audio:
-            astream = container.add_stream("aac", rate=sample_rate)
+            astream = container.add_stream("pcm_s16le" if path.suffix == ".wav" else "aac", rate=sample_rate)
             astream.layout = "mono"
         if video:
             for i in range(int(seconds * fps)):
@@ -45,7 +46,9 @@ def write_clip(
             chunk = 1024
             for start in range(0, len(tone), chunk):
                 piece = tone[start : start + chunk].reshape(1, -1)
-                audio_frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
+                if path.suffix == ".wav":
+                    piece = (piece * 32767).astype(np.int16)
+                audio_frame = av.AudioFrame.from_ndarray(piece, format="s16" if path.suffix == ".wav" else "flt", layout="mono")
                 audio_frame.sample_rate = sample_rate
                 audio_frame.pts = start
                 audio_frame.time_base = Fraction(1, sample_rate)

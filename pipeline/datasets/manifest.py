@@ -15,7 +15,9 @@ from pipeline.config import DataParams
 from pipeline.datasets import DATASETS, DatasetError
 from pipeline.media import MediaError, probe
 
-MANIFEST_COLUMNS = ["clip_id", "path", "label", "speaker", "fold", "duration_s", "has_video", "has_audio"]
+MANIFEST_COLUMNS = [
+    "clip_id", "path", "audio_path", "label", "speaker", "split", "targets", "fold", "duration_s", "has_video", "has_audio",
+]
 
 
 def _listing(names: pd.Series, limit: int = 10) -> str:
@@ -26,6 +28,8 @@ def _listing(names: pd.Series, limit: int = 10) -> str:
 
 def apply_label_map(clips: pd.DataFrame, data: DataParams) -> tuple[pd.DataFrame, int]:
     """Map corpus labels onto ``data.labels``; returns the clips kept and the count dropped."""
+    if not data.labels and (clips["label"] == "").all():
+        return clips, 0  # a continuous corpus: per-frame targets, no class labels
     labels = clips["label"].map(lambda label: data.label_map.get(label, label))
     dropped = labels == ""
     clips = clips.assign(label=labels)[~dropped]
@@ -43,9 +47,10 @@ def check_clips(clips: pd.DataFrame) -> None:
     duplicated = clips[clips["clip_id"].duplicated(keep=False)]
     if len(duplicated):
         raise DatasetError(f"duplicate clip ids: {_listing(duplicated['clip_id'].drop_duplicates())}")
-    missing = clips[~clips["path"].map(lambda p: Path(p).exists())]
+    listed = pd.concat([clips["path"], clips["audio_path"], clips["targets"]])
+    missing = listed[(listed != "") & ~listed.map(lambda p: Path(p).exists())]
     if len(missing):
-        raise DatasetError(f"{len(missing)} file(s) listed but missing: {_listing(missing['path'])}")
+        raise DatasetError(f"{len(missing)} file(s) listed but missing: {_listing(missing)}")
 
 
 def assign_folds(speakers: pd.Series, folds: int) -> pd.Series:
@@ -75,7 +80,8 @@ def build_manifest(data: DataParams) -> tuple[pd.DataFrame, list[dict[str, str]]
     root = Path(data.root)
     if not root.exists():
         raise DatasetError(f"data.root {root} does not exist")
-    clips = DATASETS.get(data.dataset)().clips(root)
+    adapter = DATASETS.get(data.dataset)(DATASETS.config(data.dataset, data.options, "data.options"))
+    clips = adapter.clips(root)
     clips, dropped = apply_label_map(clips, data)
     check_clips(clips)
 
@@ -83,10 +89,11 @@ def build_manifest(data: DataParams) -> tuple[pd.DataFrame, list[dict[str, str]]
     for clip in clips.itertuples(index=False):
         try:
             info = probe(clip.path)
+            has_audio = probe(clip.audio_path).has_audio if clip.audio_path else info.has_audio
         except MediaError as error:
             failures.append({"clip_id": clip.clip_id, "stage": "manifest", "reason": str(error)})
             continue
-        rows.append({**clip._asdict(), "duration_s": info.duration_s, "has_video": info.has_video, "has_audio": info.has_audio})
+        rows.append({**clip._asdict(), "duration_s": info.duration_s, "has_video": info.has_video, "has_audio": has_audio})
     if not rows:
         raise DatasetError(f"no usable clip in {root}; failures: {failures[:5]}")
     manifest = pd.DataFrame(rows)

@@ -56,15 +56,7 @@ def probe(path: str | Path) -> MediaInfo:
         for stream in (video, audio):
             if stream is not None and stream.duration and stream.time_base:
                 durations.append(float(stream.duration * stream.time_base))
-        for stream in (video, audio):
-            if stream is None:
-                continue
-            try:
-                container.seek(0)
-                next(container.decode(stream))
-            except (av.FFmpegError, StopIteration) as error:
-                kind = "video" if stream is video else "audio"
-                raise MediaError(path, f"{kind} stream does not decode: {error or 'no frames'}") from None
+        _decode_first_frames(path, container, [s for s in (video, audio) if s is not None])
         if not durations:
             raise MediaError(path, "duration unknown")
         return MediaInfo(
@@ -76,6 +68,21 @@ def probe(path: str | Path) -> MediaInfo:
             height=video.codec_context.height if video is not None else 0,
             sample_rate=audio.codec_context.sample_rate if audio is not None else 0,
         )
+
+
+def _decode_first_frames(path: str | Path, container: av.container.InputContainer, streams: list) -> None:
+    """Demux once (some containers, e.g. FLV, cannot seek) until every stream gave a frame."""
+    waiting = {stream.index: stream for stream in streams}
+    try:
+        for packet in container.demux(*streams):
+            if packet.stream.index in waiting and packet.decode():
+                del waiting[packet.stream.index]
+                if not waiting:
+                    return
+    except av.FFmpegError as error:
+        raise MediaError(path, f"stream does not decode: {error}") from None
+    kinds = sorted(stream.type for stream in waiting.values())
+    raise MediaError(path, f"{' and '.join(kinds)} stream(s) have no decodable frame")
 
 
 def sample_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndarray]]:

@@ -11,7 +11,7 @@ def dataset(tmp_path, clip_factory, rows, labels=("happy", "sad")):
         if file.startswith("ok") and not (tmp_path / file).exists():
             clip_factory(file, seconds=0.5)
     pd.DataFrame(rows, columns=["file", "label", "speaker"]).to_csv(tmp_path / "labels.csv", index=False)
-    return DataParams(dataset="labels_csv", root=str(tmp_path), labels=list(labels))
+    return DataParams(dataset="csv", root=str(tmp_path), labels=list(labels))
 
 
 def test_manifest_rows_folds_and_failures(tmp_path, clip_factory):
