@@ -86,7 +86,10 @@ class DataParams:
     labels: list[str] = field(default_factory=list)
     # Maps corpus labels onto the experiment's label set; a label mapped to "" is dropped.
     label_map: dict[str, str] = field(default_factory=dict)
-    folds: int = 0  # 0: one fold per speaker (leave-one-speaker-out)
+    folds: int = 0  # 0: one fold per group (leave-one-speaker-out)
+    # What must not straddle folds: the speaker (speaker-independent CV) or, for corpora
+    # with a single speaker, the clip itself.
+    group_by: Literal["speaker", "clip"] = "speaker"
     seed: int = 0
 
 

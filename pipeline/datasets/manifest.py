@@ -54,7 +54,7 @@ def check_clips(clips: pd.DataFrame) -> None:
 
 
 def assign_folds(speakers: pd.Series, folds: int) -> pd.Series:
-    """Speaker-independent folds: every speaker's clips land in one fold.
+    """Group-independent folds: every speaker's (group's) clips land in one fold.
 
     ``folds == 0`` gives one fold per speaker; otherwise speakers are dealt, largest first,
     to the fold with the fewest clips so far, which keeps folds balanced and deterministic.
@@ -65,7 +65,7 @@ def assign_folds(speakers: pd.Series, folds: int) -> pd.Series:
         fold_of = {speaker: i for i, speaker in enumerate(sorted(ordered, key=str))}
     else:
         if folds > len(ordered):
-            raise DatasetError(f"data.folds={folds} but the dataset has only {len(ordered)} speakers")
+            raise DatasetError(f"data.folds={folds} but the dataset has only {len(ordered)} speakers (groups)")
         sizes = [0] * folds
         fold_of = {}
         for speaker in ordered:
@@ -97,7 +97,13 @@ def build_manifest(data: DataParams) -> tuple[pd.DataFrame, list[dict[str, str]]
     if not rows:
         raise DatasetError(f"no usable clip in {root}; failures: {failures[:5]}")
     manifest = pd.DataFrame(rows)
-    manifest["fold"] = assign_folds(manifest["speaker"].astype(str), data.folds)
+    groups = manifest["speaker"] if data.group_by == "speaker" else manifest["clip_id"]
+    manifest["fold"] = assign_folds(groups.astype(str), data.folds)
+    if manifest["fold"].nunique() < 2:
+        raise DatasetError(
+            f"{root}: cross-validation needs at least 2 folds, but all {len(manifest)} clips share one "
+            f"{data.group_by}; set data.group_by: clip (and data.folds) for a single-speaker corpus"
+        )
     manifest = manifest[MANIFEST_COLUMNS].sort_values("clip_id").reset_index(drop=True)
     counts = {"listed": len(clips) + dropped, "dropped_by_label_map": dropped, "failed": len(failures), "kept": len(manifest)}
     return manifest, failures, counts
