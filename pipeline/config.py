@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.datasets.demo.generator import DemoSpec
+from pipeline.datasets.demo.spec import DemoSpec
 
 
 class ParamsError(ValueError):

@@ -48,13 +48,14 @@ def read_missing(directory: Path) -> pd.DataFrame:
 
 
 def missing_clips(manifest: pd.DataFrame, present: set[str], stores: list[FeatureStore], stage: str) -> pd.DataFrame:
-    """Clips of the manifest without features, with the first reason any upstream store gives."""
-    reasons: dict[str, str] = {}
+    """Clips of the manifest without features, with the stage and reason of the first
+    upstream store that recorded a failure for them."""
+    known: dict[str, dict[str, str]] = {}
     for store in stores:
-        for failure in store.failures().itertuples():
-            reasons.setdefault(failure.clip_id, failure.reason)
+        for failure in store.failures().to_dict("records"):
+            known.setdefault(failure["clip_id"], failure)
     rows = [
-        {"clip_id": clip_id, "stage": stage, "reason": reasons.get(clip_id, "no features")}
+        known.get(clip_id, {"clip_id": clip_id, "stage": stage, "reason": "no features"})
         for clip_id in manifest["clip_id"]
         if clip_id not in present
     ]

@@ -25,3 +25,8 @@ def test_macro_f1_matches_hand_computation():
 def test_classes_absent_from_truth_do_not_count():
     matrix = confusion_matrix(np.array([0, 0, 1]), np.array([0, 2, 1]), 3)
     assert unweighted_average_recall(matrix) == pytest.approx(0.75)
+
+
+def test_member_without_predictions_reports_zero_clips():
+    report = classification_report(np.array([]), np.array([]), ["a", "b"])
+    assert report["clips"] == 0 and report["uar"] == 0.0
