@@ -143,7 +143,8 @@ class TrainParams:
     validation_fraction: float = 0.2
     class_weights: bool = True
     seed: int = 0
-    threads: int = 2
+    threads: int = 1   # torch threads per fold
+    workers: int = 2   # folds trained at once
 
 
 @dataclass(frozen=True)

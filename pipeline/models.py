@@ -63,3 +63,17 @@ class MultiBranchClassifier(nn.Module):
             embeddings.append(torch.where(present, embedding, self.absent[name].expand_as(embedding)))
         fused = self.fusion(embeddings) if self.fusion is not None else embeddings[0]
         return self.classifier(fused)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build a fresh model: picklable, so folds can train in workers."""
+
+    branches: list[BranchSpec]
+    num_classes: int
+    fusion: str | None = None
+    fusion_config: Any = None
+
+    def build(self) -> MultiBranchClassifier:
+        return MultiBranchClassifier(self.branches, self.num_classes, self.fusion, self.fusion_config)
+

@@ -7,6 +7,8 @@ class probabilities for every clip: the score matrix that late fusion and evalua
 from __future__ import annotations
 
 import copy
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainParams
+from pipeline.models import ModelSpec
 from pipeline.store import FeatureStore
 
 # clip_id -> (frames [T, D] float32, mask [T] bool)
@@ -44,21 +47,38 @@ class CrossValidationResult:
     curves: pd.DataFrame          # fold, epoch, train_loss, val_loss
 
 
-def _batch(branch_sequences: dict[str, Sequences], clip_ids: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Pad each branch's sequences; a clip missing from a branch gets one masked frame."""
-    inputs = {}
-    for branch, sequences in branch_sequences.items():
-        dim = next(iter(sequences.values()))[0].shape[1]
-        length = max((len(sequences[c][0]) for c in clip_ids if c in sequences), default=1)
-        x = np.zeros((len(clip_ids), length, dim), np.float32)
-        mask = np.zeros((len(clip_ids), length), bool)
-        for row, clip_id in enumerate(clip_ids):
-            if clip_id in sequences:
-                frames, frame_mask = sequences[clip_id]
-                x[row, : len(frames)] = frames
-                mask[row, : len(frames)] = frame_mask
-        inputs[branch] = (torch.from_numpy(x), torch.from_numpy(mask))
-    return inputs
+class PaddedInputs:
+    """Every clip's sequences padded once per branch; batches are row selections trimmed to
+    their longest clip. A clip missing from a branch is all-masked there."""
+
+    def __init__(self, branch_sequences: dict[str, Sequences], clip_ids: list[str]) -> None:
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for branch, sequences in branch_sequences.items():
+            dim = next(iter(sequences.values()))[0].shape[1]
+            length = max((len(sequences[c][0]) for c in clip_ids if c in sequences), default=1)
+            x = np.zeros((len(clip_ids), length, dim), np.float32)
+            mask = np.zeros((len(clip_ids), length), bool)
+            for row, clip_id in enumerate(clip_ids):
+                if clip_id in sequences:
+                    frames, frame_mask = sequences[clip_id]
+                    x[row, : len(frames)] = frames
+                    mask[row, : len(frames)] = frame_mask
+            self.tensors[branch] = (torch.from_numpy(x), torch.from_numpy(mask))
+
+    def take(self, rows: np.ndarray) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        index = torch.as_tensor(rows, dtype=torch.long)
+        batch = {}
+        for branch, (x, mask) in self.tensors.items():
+            selected = mask[index]
+            visible = selected.any(0).nonzero()
+            length = int(visible.max()) + 1 if len(visible) else 1
+            batch[branch] = (x[index, :length], selected[:, :length])
+        return batch
+
+    def visible_frames(self, branch: str, rows: np.ndarray) -> torch.Tensor:
+        x, mask = self.tensors[branch]
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return x[index][mask[index]]
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -72,27 +92,27 @@ def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Genera
     return fit, validation
 
 
-def _fit_standardizers(model: nn.Module, branch_sequences: dict[str, Sequences], clip_ids: list[str]) -> None:
-    for branch, sequences in branch_sequences.items():
-        frames = [sequences[c][0][sequences[c][1]] for c in clip_ids if c in sequences]
-        frames = np.concatenate([f for f in frames if len(f)] or [np.zeros((1, model.standardize[branch].mean.numel()), np.float32)])
-        model.standardize[branch].fit(torch.from_numpy(frames))
+def _fit_standardizers(model: nn.Module, inputs: PaddedInputs, rows: np.ndarray) -> None:
+    for branch, standardize in model.standardize.items():
+        frames = inputs.visible_frames(branch, rows)
+        if len(frames):
+            standardize.fit(frames)
 
 
-def _predict(model: nn.Module, branch_sequences: dict[str, Sequences], clip_ids: list[str], batch_size: int) -> np.ndarray:
+def _predict(model: nn.Module, inputs: PaddedInputs, rows: np.ndarray, batch_size: int) -> np.ndarray:
     model.eval()
     outputs = []
     with torch.no_grad():
-        for start in range(0, len(clip_ids), batch_size):
-            logits = model(_batch(branch_sequences, clip_ids[start : start + batch_size]))
+        for start in range(0, len(rows), batch_size):
+            logits = model(inputs.take(rows[start : start + batch_size]))
             outputs.append(torch.softmax(logits, dim=1).numpy())
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0))
+    return np.concatenate(outputs)
 
 
 def _train_fold(
     build_model: Callable[[], nn.Module],
-    branch_sequences: dict[str, Sequences],
-    train_ids: list[str],
+    inputs: PaddedInputs,
+    train_rows: np.ndarray,
     train_labels: np.ndarray,
     num_classes: int,
     params: TrainParams,
@@ -100,37 +120,33 @@ def _train_fold(
 ) -> tuple[nn.Module, list[dict]]:
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    fit_rows, val_rows = _stratified_split(train_labels, params.validation_fraction, rng)
-    fit_ids = [train_ids[i] for i in fit_rows]
-    val_ids = [train_ids[i] for i in val_rows]
+    fit, val = _stratified_split(train_labels, params.validation_fraction, rng)
     model = build_model()
-    _fit_standardizers(model, branch_sequences, fit_ids)
-    counts = np.bincount(train_labels[fit_rows], minlength=num_classes).astype(np.float32)
+    _fit_standardizers(model, inputs, train_rows[fit])
+    counts = np.bincount(train_labels[fit], minlength=num_classes).astype(np.float32)
     weights = counts.sum() / (num_classes * np.maximum(counts, 1.0)) if params.class_weights else np.ones(num_classes, np.float32)
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights.astype(np.float32)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    targets = torch.from_numpy(train_labels)
+    val_inputs = inputs.take(train_rows[val]) if len(val) else None
 
-    val_inputs = _batch(branch_sequences, val_ids) if val_ids else None
-    val_targets = torch.from_numpy(train_labels[val_rows])
     best_loss, best_state, stale, curve = float("inf"), copy.deepcopy(model.state_dict()), 0, []
     for epoch in range(params.epochs):
         model.train()
-        order = rng.permutation(len(fit_ids))
+        order = fit[rng.permutation(len(fit))]
         epoch_loss = 0.0
         for start in range(0, len(order), params.batch_size):
             rows = order[start : start + params.batch_size]
-            inputs = _batch(branch_sequences, [fit_ids[i] for i in rows])
-            targets = torch.from_numpy(train_labels[fit_rows[rows]])
-            loss = loss_fn(model(inputs), targets)
+            loss = loss_fn(model(inputs.take(train_rows[rows])), targets[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             epoch_loss += loss.item() * len(rows)
-        train_loss = epoch_loss / len(fit_ids)
+        train_loss = epoch_loss / len(fit)
         if val_inputs is not None:
             model.eval()
             with torch.no_grad():
-                val_loss = loss_fn(model(val_inputs), val_targets).item()
+                val_loss = loss_fn(model(val_inputs), targets[val]).item()
         else:
             val_loss = train_loss
         curve.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
@@ -150,31 +166,64 @@ def empty_result(classes: list[str]) -> CrossValidationResult:
     return CrossValidationResult(pd.DataFrame(columns=columns), [], pd.DataFrame(columns=["fold", "epoch", "train_loss", "val_loss"]))
 
 
+@dataclass(frozen=True)
+class FoldJob:
+    spec: ModelSpec
+    inputs: PaddedInputs
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    labels: np.ndarray
+    params: TrainParams
+    seed: int
+
+
+def _run_fold(job: FoldJob) -> tuple[dict, list[dict], np.ndarray]:
+    torch.set_num_threads(job.params.threads)
+    model, curve = _train_fold(
+        job.spec.build, job.inputs, job.train_rows, job.labels[job.train_rows], job.spec.num_classes, job.params, job.seed
+    )
+    return model.state_dict(), curve, _predict(model, job.inputs, job.test_rows, job.params.batch_size)
+
+
 def cross_validate(
-    build_model: Callable[[], nn.Module],
+    spec: ModelSpec,
     branch_sequences: dict[str, Sequences],
     clips: pd.DataFrame,
     classes: list[str],
     params: TrainParams,
 ) -> CrossValidationResult:
-    """``clips`` has clip_id, label, fold; every clip must be in at least one branch."""
-    torch.set_num_threads(params.threads)
+    """``clips`` has clip_id, label, fold; every clip must be in at least one branch.
+
+    Folds train in ``params.workers`` processes at once: these models are too small for
+    intra-op threads to pay off, so one thread per fold and folds side by side use the cores.
+    """
     class_index = {c: i for i, c in enumerate(classes)}
+    clips = clips.reset_index(drop=True)
+    inputs = PaddedInputs(branch_sequences, clips["clip_id"].tolist())
+    labels = clips["label"].map(class_index).to_numpy()
+    folds = clips["fold"].to_numpy()
+    jobs = [
+        FoldJob(spec, inputs, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), labels, params, params.seed * 1000 + int(fold))
+        for fold in sorted(np.unique(folds))
+    ]
+    if params.workers > 1 and len(jobs) > 1:
+        # fork, as torch's DataLoader workers do: each child sets its own thread count before any
+        # torch op, and a spawned child would spend seconds re-importing torch per worker.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(params.workers, len(jobs)), mp_context=context) as pool:
+            outcomes = list(pool.map(_run_fold, jobs))
+    else:
+        outcomes = [_run_fold(job) for job in jobs]
     rows, states, curves = [], [], []
-    for fold in sorted(clips["fold"].unique()):
-        train = clips[clips["fold"] != fold]
-        test = clips[clips["fold"] == fold]
-        train_labels = train["label"].map(class_index).to_numpy()
-        model, curve = _train_fold(
-            build_model, branch_sequences, train["clip_id"].tolist(), train_labels, len(classes), params, params.seed * 1000 + int(fold)
-        )
-        probabilities = _predict(model, branch_sequences, test["clip_id"].tolist(), params.batch_size)
+    for job, (state, curve, probabilities) in zip(jobs, outcomes):
+        fold = int(folds[job.test_rows[0]])
+        test = clips.iloc[job.test_rows]
         fold_scores = pd.DataFrame(probabilities, columns=probability_columns(classes))
         fold_scores.insert(0, "label", test["label"].to_numpy())
-        fold_scores.insert(0, "fold", int(fold))
+        fold_scores.insert(0, "fold", fold)
         fold_scores.insert(0, "clip_id", test["clip_id"].to_numpy())
         rows.append(fold_scores)
-        states.append(model.state_dict())
-        curves.extend({"fold": int(fold), **point} for point in curve)
+        states.append(state)
+        curves.extend({"fold": fold, **point} for point in curve)
     scores = pd.concat(rows, ignore_index=True).sort_values("clip_id").reset_index(drop=True)
     return CrossValidationResult(scores, states, pd.DataFrame(curves))

@@ -8,7 +8,7 @@ from pipeline.datasets.manifest import read_manifest
 from pipeline.fusion import FUSIONS
 from pipeline.heads import HEADS
 from pipeline.evaluation import score_report
-from pipeline.models import BranchSpec, MultiBranchClassifier
+from pipeline.models import BranchSpec, ModelSpec
 from pipeline.results import FUSION_DIR, save_cross_validation
 from pipeline.store import FAILURE_COLUMNS, FeatureStore
 from pipeline.training import cross_validate, empty_result, load_sequences
@@ -39,9 +39,7 @@ def main() -> None:
     if not specs:
         result = empty_result(classes)
     else:
-        result = cross_validate(
-            lambda: MultiBranchClassifier(specs, len(classes), fusion, fusion_config), sequences, clips, classes, params.train
-        )
+        result = cross_validate(ModelSpec(specs, len(classes), fusion, fusion_config), sequences, clips, classes, params.train)
     missing = pd.DataFrame(
         [{"clip_id": c, "stage": "fusion", "reason": "no features in any fused branch"} for c in manifest["clip_id"] if c not in covered],
         columns=FAILURE_COLUMNS,

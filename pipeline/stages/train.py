@@ -6,7 +6,7 @@ from pipeline.config import load_params
 from pipeline.datasets.manifest import read_manifest
 from pipeline.heads import HEADS
 from pipeline.evaluation import score_report
-from pipeline.models import BranchSpec, MultiBranchClassifier
+from pipeline.models import BranchSpec, ModelSpec
 from pipeline.results import BRANCHES_DIR, missing_clips, save_cross_validation
 from pipeline.store import FeatureStore
 from pipeline.training import cross_validate, empty_result, load_sequences
@@ -26,9 +26,7 @@ def main(name: str) -> None:
     input_dim = next(iter(sequences.values()))[0].shape[1] if sequences else 0
     if sequences:
         spec = BranchSpec(name, input_dim, branch.head.type, head_config)
-        result = cross_validate(
-            lambda: MultiBranchClassifier([spec], len(classes)), {name: sequences}, clips, classes, params.train
-        )
+        result = cross_validate(ModelSpec([spec], len(classes)), {name: sequences}, clips, classes, params.train)
     else:
         # e.g. a face branch on an audio-only corpus: recorded, not fatal.
         print(f"train@{name}: no clip has {branch.features} features; the branch scores nothing")
