@@ -11,7 +11,7 @@ import pytest
 from pipeline.devtools import commit, copy_project, run, stages_run
 
 REPO = Path(__file__).resolve().parents[1]
-EXTRACTION_STAGES = {"demo_data", "manifest", "faces", "audio", "extract@fer", "extract@logmel"}
+EXTRACTION_STAGES = {"demo_data", "manifest", "faces", "audio", "extract@fer", "extract@logmel", "extract@egemaps"}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def metrics(project) -> dict:
 
 def test_repro_runs_every_stage_and_writes_reports(project, metrics):
     ran = stages_run((project / "repro.log").read_text())
-    assert EXTRACTION_STAGES | {"train@face", "train@voice", "fusion", "late_fusion", "evaluate"} <= ran
-    for name in ["face", "voice", "fusion_concat", "late_fusion"]:
+    assert EXTRACTION_STAGES | {"train@face", "train@voice", "train@prosody", "fusion", "late_fusion", "evaluate"} <= ran
+    for name in ["face", "voice", "prosody", "fusion_concat", "late_fusion"]:
         assert {"accuracy", "uar", "macro_f1"} <= set(metrics[name])
     assert (project / "reports/report.md").read_text().startswith("# Evaluation report")
     confusion = pd.read_csv(project / "reports/confusion.csv")
@@ -43,9 +43,9 @@ def test_repro_runs_every_stage_and_writes_reports(project, metrics):
 
 def test_each_modality_is_informative_and_fusion_beats_both(metrics):
     chance = 1 / 7
-    for branch in ("face", "voice"):
+    for branch in ("face", "voice", "prosody"):
         assert metrics[branch]["uar"] > 2 * chance, metrics[branch]
-    best_single = max(metrics["face"]["uar"], metrics["voice"]["uar"])
+    best_single = max(metrics[branch]["uar"] for branch in ("face", "voice", "prosody"))
     assert metrics["late_fusion"]["uar"] > best_single
     assert metrics["fusion_concat"]["uar"] > best_single
 
@@ -64,7 +64,7 @@ def test_bad_clips_are_reported_and_the_rest_processed(project, metrics):
     labels = pd.read_csv(project / "data/demo/labels.csv")
     assert len(final) == len(labels) - 2
     assert metrics["face"]["clips"] == len(labels) - 3  # no face in bad_no_face
-    assert metrics["voice"]["clips"] == len(labels) - 3  # no audio in bad_no_audio
+    assert metrics["voice"]["clips"] == metrics["prosody"]["clips"] == len(labels) - 3  # no audio in bad_no_audio
 
 
 def test_fusion_experiment_reuses_every_cached_feature(project):
