@@ -191,7 +191,11 @@ class Params:
                 )
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", check_components: bool = True) -> Params:
+    """Read and validate params.yaml. ``check_components`` also validates every extractor,
+    head and fusion option block against its registered class (which imports torch); stages
+    that build no component (late fusion, evaluation) skip it, since every stage before them
+    has already done it."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -203,19 +207,24 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         params = from_dict(Params, raw, "")
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
-    _validate_registries(params, path)
-    return params
-
-
-def _validate_registries(params: Params, path: Path) -> None:
-    """Check names against the registries and each option block against its class's config."""
     from pipeline.datasets import DATASETS
-    from pipeline.extractors import EXTRACTORS
-    from pipeline.fusion import FUSIONS
-    from pipeline.heads import HEADS
 
     try:
         DATASETS.config(params.data.dataset, params.data.options, "data.options")
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None
+    if check_components:
+        _validate_components(params, path)
+    return params
+
+
+def _validate_components(params: Params, path: Path) -> None:
+    """Check names against the registries and each option block against its class's config."""
+    from pipeline.extractors import EXTRACTORS
+    from pipeline.fusion.cross_modal import FUSIONS
+    from pipeline.heads import HEADS
+
+    try:
         for name, spec in params.extractors.items():
             EXTRACTORS.config(spec.type, spec.options, f"extractors.{name}.options")
             extractor_input = EXTRACTORS.get(spec.type).input

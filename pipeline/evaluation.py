@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import classification_report, confusion_matrix
-from pipeline.training import probability_columns
+from pipeline.metrics import classification_report, confusion_matrix, probability_columns
 
 
 def score_report(scores: pd.DataFrame, classes: list[str]) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.fusion import FUSIONS
+from pipeline.fusion.cross_modal import FUSIONS
 from pipeline.heads import HEADS
 
 

@@ -10,11 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-import torch
 
 from pipeline.store import FAILURE_COLUMNS, FeatureStore
-from pipeline.training import CrossValidationResult
+
+if TYPE_CHECKING:  # late fusion and evaluation read results without importing torch
+    from pipeline.training import CrossValidationResult
 
 BRANCHES_DIR = Path("models/branches")
 FUSION_DIR = Path("models/fusion")
@@ -27,6 +30,8 @@ def member_dir(name: str) -> Path:
 
 
 def save_cross_validation(out_dir: Path, result: CrossValidationResult, meta: dict[str, Any], missing: pd.DataFrame) -> None:
+    import torch
+
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({**meta, "fold_states": result.fold_states}, out_dir / "model.pt")
     result.scores.to_parquet(out_dir / "scores.parquet", index=False)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainParams
+from pipeline.metrics import probability_columns
 from pipeline.models import ModelSpec
 from pipeline.store import FeatureStore
 
@@ -34,10 +35,6 @@ def load_sequences(store: FeatureStore, clip_ids: list[str] | None = None) -> Se
         entry = store.read(clip_id, ["data", "mask"])
         sequences[clip_id] = (entry.arrays["data"].astype(np.float32), entry.arrays["mask"].astype(bool))
     return sequences
-
-
-def probability_columns(classes: list[str]) -> list[str]:
-    return [f"p_{c}" for c in classes]
 
 
 @dataclass

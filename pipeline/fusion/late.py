@@ -13,8 +13,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import confusion_matrix, unweighted_average_recall
-from pipeline.training import probability_columns
+from pipeline.metrics import confusion_matrix, probability_columns, unweighted_average_recall
 
 
 def align_members(members: dict[str, pd.DataFrame], classes: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

@@ -4,6 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def probability_columns(classes: list[str]) -> list[str]:
+    """Column names of class probabilities in a score matrix."""
+    return [f"p_{c}" for c in classes]
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)

@@ -13,7 +13,7 @@ MANIFEST_FAILURES = Path("data/manifest_failures.csv")
 
 
 def main() -> None:
-    params = load_params()
+    params = load_params(check_components=False)
     classes = params.data.labels
     models = {name: read_scores(name) for name in params.branches}
     models[f"fusion_{params.fusion}"] = read_scores("fusion")

@@ -5,7 +5,7 @@ import pandas as pd
 
 from pipeline.config import load_params
 from pipeline.datasets.manifest import read_manifest
-from pipeline.fusion import FUSIONS
+from pipeline.fusion.cross_modal import FUSIONS
 from pipeline.heads import HEADS
 from pipeline.evaluation import score_report
 from pipeline.models import BranchSpec, ModelSpec

@@ -7,7 +7,7 @@ from pipeline.results import LATE_FUSION_DIR, read_scores
 
 
 def main() -> None:
-    params = load_params()
+    params = load_params(check_components=False)
     config = params.late_fusion
     members = {name: read_scores(name) for name in config.members}
     scores, weights, per_fold = late_fusion(members, params.data.labels, config.method, config.grid_step)
