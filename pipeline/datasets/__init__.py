@@ -60,6 +60,19 @@ def media_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
 
 
+def split_class_folders(folder: Path, split: str) -> list[dict[str, str]]:
+    """``<folder>/<Label>/<video>`` of one official split; without speaker ids each clip is
+    its own group."""
+    if not folder.is_dir():
+        return []
+    rows = []
+    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for path in media_files(label_dir, VIDEO_SUFFIXES):
+            clip_id = f"{split}/{path.stem}"
+            rows.append({"clip_id": clip_id, "path": str(path), "label": label_dir.name.lower(), "speaker": clip_id, "split": split})
+    return rows
+
+
 def _read_table(path: Path, required: list[str]) -> pd.DataFrame:
     if not path.exists():
         raise DatasetError(f"{path}: label table not found")
@@ -238,12 +251,7 @@ class Afew(DatasetAdapter):
     def clips(self, root: Path) -> pd.DataFrame:
         rows = []
         for folder, split in self.splits.items():
-            if not (root / folder).is_dir():
-                continue
-            for label_dir in sorted(p for p in (root / folder).iterdir() if p.is_dir()):
-                for path in media_files(label_dir, VIDEO_SUFFIXES):
-                    clip_id = f"{split}/{path.stem}"
-                    rows.append({"clip_id": clip_id, "path": str(path), "label": label_dir.name.lower(), "speaker": clip_id, "split": split})
+            rows += split_class_folders(root / folder, split)
         if not rows:
             raise DatasetError(f"{root}: expected Train_AFEW/<Emotion>/*.avi and Val_AFEW/<Emotion>/*.avi")
         return clip_table(rows, root)
@@ -263,11 +271,8 @@ class Vgaf(DatasetAdapter):
             lists = root / f"{split_dir}_labels.txt"
             if lists.exists():
                 rows += self._from_list(root / split_dir, lists, split)
-            elif (root / split_dir).is_dir():
-                for label_dir in sorted(p for p in (root / split_dir).iterdir() if p.is_dir()):
-                    for path in media_files(label_dir, VIDEO_SUFFIXES):
-                        clip_id = f"{split}/{path.stem}"
-                        rows.append({"clip_id": clip_id, "path": str(path), "label": label_dir.name.lower(), "speaker": clip_id, "split": split})
+            else:
+                rows += split_class_folders(root / split_dir, split)
         if not rows:
             raise DatasetError(f"{root}: expected Train/ and Val/ with Train_labels.txt / Val_labels.txt or class folders")
         return clip_table(rows, root)

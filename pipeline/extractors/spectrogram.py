@@ -10,6 +10,12 @@ from pipeline.extractors import EXTRACTORS, Extractor, Features
 from pipeline.store import Entry
 
 
+def framing(entry: Entry, win_ms: float, hop_ms: float) -> tuple[np.ndarray, int, int, int]:
+    """(samples, sample_rate, window, hop) of an audio entry, window and hop in samples."""
+    sample_rate = int(entry.attrs["sample_rate"])
+    return entry.arrays["samples"], sample_rate, int(round(win_ms * sample_rate / 1000)), int(round(hop_ms * sample_rate / 1000))
+
+
 @EXTRACTORS.register("logmel")
 class LogMel(Extractor):
     """Log-Mel power spectrogram, one frame per hop; frames are centred on their timestamp."""
@@ -26,10 +32,7 @@ class LogMel(Extractor):
         fmax: float = 8000.0
 
     def extract(self, entry: Entry) -> Features:
-        samples = entry.arrays["samples"]
-        sample_rate = int(entry.attrs["sample_rate"])
-        win = int(round(self.config.win_ms * sample_rate / 1000))
-        hop = int(round(self.config.hop_ms * sample_rate / 1000))
+        samples, sample_rate, win, hop = framing(entry, self.config.win_ms, self.config.hop_ms)
         power = librosa.feature.melspectrogram(
             y=samples,
             sr=sample_rate,
@@ -61,10 +64,7 @@ class LinearSpectrogram(Extractor):
         fmax: float = 4000.0
 
     def extract(self, entry: Entry) -> Features:
-        samples = entry.arrays["samples"]
-        sample_rate = int(entry.attrs["sample_rate"])
-        win = int(round(self.config.win_ms * sample_rate / 1000))
-        hop = int(round(self.config.hop_ms * sample_rate / 1000))
+        samples, sample_rate, win, hop = framing(entry, self.config.win_ms, self.config.hop_ms)
         magnitude = np.abs(librosa.stft(samples, n_fft=max(self.config.n_fft, win), hop_length=hop, win_length=win, center=True))
         frequencies = librosa.fft_frequencies(sr=sample_rate, n_fft=max(self.config.n_fft, win))
         log_spectrum = np.log(magnitude[frequencies <= self.config.fmax] + 1e-6).T.astype(np.float32)
