@@ -23,13 +23,16 @@ def copy_project(source: Path, target: Path) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, target / name)
     run(["git", "init", "-q"], target)
+    # dvc exp run commits experiments, which needs an identity even on a machine without one.
+    run(["git", "config", "user.name", "pipeline"], target)
+    run(["git", "config", "user.email", "pipeline@localhost"], target)
     commit(target, "project copy")
     return target
 
 
 def commit(root: Path, message: str) -> None:
     run(["git", "add", "-A"], root)
-    run(["git", "-c", "user.name=pipeline", "-c", "user.email=pipeline@localhost", "commit", "-qm", message, "--allow-empty"], root)
+    run(["git", "commit", "-qm", message, "--allow-empty"], root)
 
 
 def run(command: list[str], cwd: Path) -> str:
