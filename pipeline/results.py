@@ -53,8 +53,8 @@ def read_missing(directory: Path) -> pd.DataFrame:
 
 
 def missing_clips(manifest: pd.DataFrame, present: set[str], stores: list[FeatureStore], stage: str) -> pd.DataFrame:
-    """Clips of the manifest without features, with the stage and reason of the first
-    upstream store that recorded a failure for them."""
+    """Clips of the manifest without features, with the stage and reason of the first store
+    (list them upstream first) that recorded a failure for them."""
     known: dict[str, dict[str, str]] = {}
     for store in stores:
         for failure in store.failures().to_dict("records"):

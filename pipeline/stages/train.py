@@ -32,7 +32,7 @@ def main(name: str) -> None:
         print(f"train@{name}: no clip has {branch.features} features; the branch scores nothing")
         result = empty_result(classes)
     input_store = FeatureStore(f"features/{params.extractors[branch.features].input}")
-    missing = missing_clips(manifest, set(sequences), [store, input_store], f"train@{name}")
+    missing = missing_clips(manifest, set(sequences), [input_store, store], f"train@{name}")
     meta = {"branch": name, "features": branch.features, "classes": classes, "head": branch.head.type,
             "head_config": asdict(head_config), "input_dim": input_dim}
     save_cross_validation(BRANCHES_DIR / name, result, meta, missing)
