@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.fusion import FUSIONS
+from pipeline.fusion.cross_modal import FUSIONS
 from pipeline.heads import HEADS
 from pipeline.models import BranchSpec, MultiBranchClassifier
 
