@@ -20,11 +20,12 @@ def test_emodb_has_535_files_from_10_speakers(shared_data):
 def test_crema_d_flash_video_with_mp3_audio(shared_data):
     manifest, failures, _ = build_manifest(
         DataParams(dataset="crema_d", root=str(shared_data / "crema-d-mini"),
-                   labels=["angry", "disgust", "fear", "happy", "neutral", "sad"])
+                   labels=["angry", "disgust", "fear", "happy", "neutral", "sad"], group_by="clip")
     )
     assert len(manifest) == 6 and failures == []
     assert manifest["has_video"].all() and manifest["has_audio"].all()
     assert manifest["duration_s"].between(1.8, 2.4).all()
+    assert manifest["speaker"].eq("1001").all() and manifest["fold"].nunique() == 6
 
 
 def test_mead_clips_have_no_audio(shared_data):
