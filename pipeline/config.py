@@ -142,6 +142,9 @@ class TrainParams:
     weight_decay: float = 1e-3
     validation_fraction: float = 0.2
     class_weights: bool = True
+    # Standardise each speaker's features with that speaker's own (unlabelled) statistics,
+    # test speakers included, as the GeMAPS paper does; off by default.
+    speaker_standardization: bool = False
     seed: int = 0
     threads: int = 1   # torch threads per fold
     workers: int = 2   # folds trained at once

@@ -37,6 +37,25 @@ def load_sequences(store: FeatureStore, clip_ids: list[str] | None = None) -> Se
     return sequences
 
 
+def standardize_per_speaker(sequences: Sequences, speakers: dict[str, str]) -> Sequences:
+    """Each clip's frames minus its speaker's mean, over its speaker's std (visible frames of
+    all that speaker's clips; no labels are used)."""
+    by_speaker: dict[str, list[str]] = {}
+    for clip_id in sequences:
+        by_speaker.setdefault(speakers[clip_id], []).append(clip_id)
+    standardized = {}
+    for clip_ids in by_speaker.values():
+        frames = np.concatenate([sequences[c][0][sequences[c][1]] for c in clip_ids])
+        if not len(frames):
+            standardized.update({c: sequences[c] for c in clip_ids})
+            continue
+        mean, std = frames.mean(0), np.maximum(frames.std(0), 1e-6)
+        for c in clip_ids:
+            x, mask = sequences[c]
+            standardized[c] = (np.where(mask[:, None], (x - mean) / std, 0.0).astype(np.float32), mask)
+    return standardized
+
+
 @dataclass
 class CrossValidationResult:
     scores: pd.DataFrame          # clip_id, fold, label, p_<class>...
@@ -189,13 +208,16 @@ def cross_validate(
     classes: list[str],
     params: TrainParams,
 ) -> CrossValidationResult:
-    """``clips`` has clip_id, label, fold; every clip must be in at least one branch.
+    """``clips`` has clip_id, label, fold, speaker; every clip must be in at least one branch.
 
     Folds train in ``params.workers`` processes at once: these models are too small for
     intra-op threads to pay off, so one thread per fold and folds side by side use the cores.
     """
     class_index = {c: i for i, c in enumerate(classes)}
     clips = clips.reset_index(drop=True)
+    if params.speaker_standardization:
+        speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
+        branch_sequences = {b: standardize_per_speaker(s, speakers) for b, s in branch_sequences.items()}
     inputs = PaddedInputs(branch_sequences, clips["clip_id"].tolist())
     labels = clips["label"].map(class_index).to_numpy()
     folds = clips["fold"].to_numpy()

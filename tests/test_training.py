@@ -26,7 +26,7 @@ def toy_data(speakers=4, per_speaker=12, seed=0):
             frames[:, 0] += 2.0 * label
             clip_id = f"s{speaker}_{i}"
             sequences[clip_id] = (frames.astype(np.float32), np.ones(length, bool))
-            rows.append({"clip_id": clip_id, "label": CLASSES[label], "fold": speaker})
+            rows.append({"clip_id": clip_id, "label": CLASSES[label], "fold": speaker, "speaker": f"s{speaker}"})
     return sequences, pd.DataFrame(rows)
 
 
@@ -61,3 +61,18 @@ def test_repeated_and_parallel_runs_give_identical_scores():
 def test_early_stopping_ends_before_the_epoch_budget():
     result, _ = run(replace(PARAMS, epochs=200, patience=3))
     assert result.curves.groupby("fold")["epoch"].max().max() < 199
+
+
+def test_speaker_standardization_uses_each_speakers_own_statistics():
+    from pipeline.training import standardize_per_speaker
+
+    sequences, clips = toy_data()
+    speakers = {c: c.split("_")[0] for c in sequences}
+    standardized = standardize_per_speaker(sequences, speakers)
+    for speaker in set(speakers.values()):
+        frames = np.concatenate([standardized[c][0] for c in sequences if speakers[c] == speaker])
+        np.testing.assert_allclose(frames.mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(frames.std(0), 1, atol=1e-4)
+    result, _ = run(replace(PARAMS, speaker_standardization=True))
+    accuracy = (result.scores[["p_low", "p_high"]].to_numpy().argmax(1) == result.scores["label"].map(CLASSES.index)).mean()
+    assert accuracy > 0.9
