@@ -77,3 +77,8 @@ class ModelSpec:
     def build(self) -> MultiBranchClassifier:
         return MultiBranchClassifier(self.branches, self.num_classes, self.fusion, self.fusion_config)
 
+
+def branch_spec(name: str, head_type: str, head_options: dict[str, Any], input_dim: int) -> BranchSpec:
+    """The spec of branch ``name`` from its params, options validated against the head's Config."""
+    return BranchSpec(name, input_dim, head_type, HEADS.config(head_type, head_options, f"branches.{name}.head.options"))
+

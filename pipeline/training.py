@@ -26,6 +26,11 @@ from pipeline.store import FeatureStore
 Sequences = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+def feature_dim(sequences: Sequences) -> int:
+    """Feature dimension of a branch's sequences (0 when the branch has none)."""
+    return next(iter(sequences.values()))[0].shape[1] if sequences else 0
+
+
 def load_sequences(store: FeatureStore, clip_ids: list[str] | None = None) -> Sequences:
     """Features of every indexed clip (or of ``clip_ids`` that have an entry)."""
     indexed = set(store.clip_ids())

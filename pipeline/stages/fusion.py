@@ -6,12 +6,11 @@ import pandas as pd
 from pipeline.config import load_params
 from pipeline.datasets.manifest import read_manifest
 from pipeline.fusion.cross_modal import FUSIONS
-from pipeline.heads import HEADS
 from pipeline.evaluation import score_report
-from pipeline.models import BranchSpec, ModelSpec
+from pipeline.models import ModelSpec, branch_spec
 from pipeline.results import FUSION_DIR, save_cross_validation
 from pipeline.store import FAILURE_COLUMNS, FeatureStore
-from pipeline.training import cross_validate, empty_result, load_sequences
+from pipeline.training import cross_validate, empty_result, feature_dim, load_sequences
 
 
 def main() -> None:
@@ -28,9 +27,7 @@ def main() -> None:
             print(f"fusion: branch {name!r} has no features in this dataset and is left out")
             continue
         sequences[name] = branch_sequences
-        input_dim = next(iter(branch_sequences.values()))[0].shape[1]
-        head_config = HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
-        specs.append(BranchSpec(name, input_dim, branch.head.type, head_config))
+        specs.append(branch_spec(name, branch.head.type, branch.head.options, feature_dim(branch_sequences)))
     covered = set().union(*(set(s) for s in sequences.values()))
     clips = manifest[manifest["clip_id"].isin(covered)]
     partial = {name: sorted(covered - set(s)) for name, s in sequences.items()}

@@ -4,12 +4,11 @@ from dataclasses import asdict
 
 from pipeline.config import load_params
 from pipeline.datasets.manifest import read_manifest
-from pipeline.heads import HEADS
 from pipeline.evaluation import score_report
-from pipeline.models import BranchSpec, ModelSpec
+from pipeline.models import ModelSpec, branch_spec
 from pipeline.results import BRANCHES_DIR, missing_clips, save_cross_validation
 from pipeline.store import FeatureStore
-from pipeline.training import cross_validate, empty_result, load_sequences
+from pipeline.training import cross_validate, empty_result, feature_dim, load_sequences
 
 
 def main(name: str) -> None:
@@ -22,10 +21,8 @@ def main(name: str) -> None:
     store = FeatureStore(f"features/{branch.features}")
     sequences = load_sequences(store, manifest["clip_id"].tolist())
     clips = manifest[manifest["clip_id"].isin(sequences)]
-    head_config = HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
-    input_dim = next(iter(sequences.values()))[0].shape[1] if sequences else 0
+    spec = branch_spec(name, branch.head.type, branch.head.options, feature_dim(sequences))
     if sequences:
-        spec = BranchSpec(name, input_dim, branch.head.type, head_config)
         result = cross_validate(ModelSpec([spec], len(classes)), {name: sequences}, clips, classes, params.train)
     else:
         # e.g. a face branch on an audio-only corpus: recorded, not fatal.
@@ -34,7 +31,7 @@ def main(name: str) -> None:
     input_store = FeatureStore(f"features/{params.extractors[branch.features].input}")
     missing = missing_clips(manifest, set(sequences), [input_store, store], f"train@{name}")
     meta = {"branch": name, "features": branch.features, "classes": classes, "head": branch.head.type,
-            "head_config": asdict(head_config), "input_dim": input_dim}
+            "head_config": asdict(spec.head_config), "input_dim": spec.input_dim}
     save_cross_validation(BRANCHES_DIR / name, result, meta, missing)
     report = score_report(result.scores, classes)
     print(f"train@{name}: {len(clips)} clips, {len(missing)} missing, out-of-fold UAR {report['uar']:.3f} accuracy {report['accuracy']:.3f}")
