@@ -130,6 +130,22 @@ def _predict(model: nn.Module, inputs: PaddedInputs, rows: np.ndarray, batch_siz
     return np.concatenate(outputs)
 
 
+def parameter_groups(model: nn.Module, lr: float) -> list[dict]:
+    """Optimizer parameter groups: a submodule with ``parameter_groups(lr)`` (e.g. a fine-tuned
+    backbone wanting a smaller learning rate) supplies its own; every other parameter gets ``lr``."""
+    groups, claimed = [], set()
+    for module in model.modules():
+        hook = getattr(module, "parameter_groups", None)
+        if module is model or hook is None:
+            continue
+        for group in hook(lr):
+            fresh = [p for p in group["params"] if id(p) not in claimed]
+            claimed.update(id(p) for p in fresh)
+            groups.append({**group, "params": fresh})
+    rest = [p for p in model.parameters() if id(p) not in claimed]
+    return [{"params": rest, "lr": lr}, *groups]
+
+
 def _train_fold(
     build_model: Callable[[], nn.Module],
     inputs: PaddedInputs,
@@ -147,12 +163,15 @@ def _train_fold(
     counts = np.bincount(train_labels[fit], minlength=num_classes).astype(np.float32)
     weights = counts.sum() / (num_classes * np.maximum(counts, 1.0)) if params.class_weights else np.ones(num_classes, np.float32)
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights.astype(np.float32)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, params.lr), lr=params.lr, weight_decay=params.weight_decay)
     targets = torch.from_numpy(train_labels)
     val_inputs = inputs.take(train_rows[val]) if len(val) else None
 
     best_loss, best_state, stale, curve = float("inf"), copy.deepcopy(model.state_dict()), 0, []
     for epoch in range(params.epochs):
+        for module in model.modules():
+            if module is not model and hasattr(module, "on_epoch_start"):
+                module.on_epoch_start(epoch)  # e.g. a fine-tuned CNN unfreezing its next block
         model.train()
         order = fit[rng.permutation(len(fit))]
         epoch_loss = 0.0
