@@ -100,6 +100,17 @@ class FacesParams:
     crop_size: int = 112
     gray_size: int = 64
     detector: Literal["auto", "short", "full"] = "auto"
+    # Also store a 224x224 RGB crop (key crop_rgb_224, ArcFace alignment) for ImageNet backbones.
+    crop_rgb_224: bool = True
+    # Faces kept per frame; > 1 also stores every track (tracks_* arrays) for group emotion.
+    max_faces: int = 1
+    # Which track is the clip's subject (the main keys): longest_largest = seen in the most
+    # sampled frames, ties broken by the larger mean box.
+    subject: Literal["longest_largest"] = "longest_largest"
+    # Linking detections of consecutive sampled frames into tracks (pipeline/faces/track.py).
+    track_min_iou: float = 0.3
+    track_max_landmark_distance: float = 0.5
+    track_max_gap: int = 2
     workers: int = 2
 
 

@@ -69,7 +69,9 @@ def _attrs(identity: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 @dataclass
 class FaceClipProcessor:
-    """Detects, landmarks and aligns the main face on frames sampled at ``fps``."""
+    """Detects, landmarks and aligns faces on frames sampled at ``fps``, links them into tracks
+    and stores the main subject's track (plus every track when ``max_faces > 1``); see
+    :mod:`pipeline.faces.clip` for the arrays."""
 
     store_root: str
     identity: dict[str, Any]
@@ -78,9 +80,18 @@ class FaceClipProcessor:
     crop_size: int
     gray_size: int
     detector: str
+    crop_rgb_224: bool = False
+    max_faces: int = 1
+    subject: str = "longest_largest"
+    track_min_iou: float = 0.3
+    track_max_landmark_distance: float = 0.5
+    track_max_gap: int = 2
 
     def __call__(self, job: ClipJob) -> ClipResult:
-        from pipeline.faces import FaceAnalyzer  # mediapipe loads only in workers that need it
+        # mediapipe loads only in workers that need it
+        from pipeline.faces import FaceAnalyzer
+        from pipeline.faces.clip import LARGE_CROP_SIZE, clip_arrays
+        from pipeline.faces.track import TrackingParams
 
         if not hasattr(self, "_analyzer"):
             self._analyzer = FaceAnalyzer(
@@ -88,37 +99,34 @@ class FaceClipProcessor:
                 crop_size=self.crop_size,
                 gray_size=self.gray_size,
                 model_selection=self.detector,
+                max_faces=self.max_faces,
+                large_crop_size=LARGE_CROP_SIZE if self.crop_rgb_224 else 0,
             )
-        timestamps, observations = [], []
+        timestamps, faces = [], []
         try:
             for time_s, frame in sample_frames(job.path, self.fps):
                 timestamps.append(time_s)
-                observations.append(self._analyzer.analyze(frame))
+                faces.append(self._analyzer.analyze_faces(frame))
         except MediaError as error:
             return ClipResult(job.clip_id, False, str(error))
         if not timestamps:
             return ClipResult(job.clip_id, False, f"{job.path}: video has no decodable frames")
-        count = len(timestamps)
-        arrays = {
-            "timestamps": np.asarray(timestamps, np.float64),
-            "mask": np.zeros(count, np.uint8),
-            "box": np.zeros((count, 4), np.float32),
-            "score": np.zeros(count, np.float32),
-            "landmarks": np.zeros((count, 478, 3), np.float32),
-            "crop_rgb": np.zeros((count, self.crop_size, self.crop_size, 3), np.uint8),
-            "crop_gray": np.zeros((count, self.gray_size, self.gray_size), np.uint8),
-        }
-        for i, face in enumerate(observations):
-            if face is None:
-                continue  # kept as a masked frame: downstream timing stays intact
-            arrays["mask"][i] = 1
-            arrays["box"][i] = face.box
-            arrays["score"][i] = face.score
-            arrays["landmarks"][i] = face.landmarks
-            arrays["crop_rgb"][i] = face.crop_rgb
-            arrays["crop_gray"][i] = face.crop_gray
-        detected = int(arrays["mask"].sum())
-        FeatureStore(self.store_root).write(job.clip_id, arrays, _attrs(self.identity, detection_rate=detected / count))
+        tracking = TrackingParams(self.track_min_iou, self.track_max_landmark_distance, self.track_max_gap)
+        # Frames without a face stay in the arrays, masked: downstream timing stays intact.
+        arrays, stats = clip_arrays(
+            timestamps, faces, self.crop_size, self.gray_size, self.crop_rgb_224, self.max_faces, self.subject, tracking
+        )
+        attrs = _attrs(
+            self.identity,
+            detection_rate=stats.detection_rate,
+            frames=stats.frames,
+            detected_frames=stats.detected,
+            subject_frames=stats.subject_frames,
+            tracks=stats.tracks,
+            full_range_frames=stats.full_range_frames,
+        )
+        FeatureStore(self.store_root).write(job.clip_id, arrays, attrs)
+        count, detected = stats.frames, stats.detected
         reason = "" if detected else f"{job.path}: no face detected in any of {count} sampled frames"
         return ClipResult(job.clip_id, True, reason, count, detected)
 

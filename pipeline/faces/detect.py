@@ -1,4 +1,4 @@
-"""Main-face detection, 478-point face mesh and aligned crops for one RGB frame at a time.
+"""Face detection, 478-point face mesh and aligned crops for one RGB frame at a time.
 
 MediaPipe's FaceMesh graph already runs the short-range BlazeFace detector before
 its landmark model, so instead of running FaceDetection and then FaceMesh (two
@@ -16,6 +16,10 @@ stale region.
 Only when the short-range model finds nothing (faces small in the frame) does
 the full-range detector run; the mesh is then computed on an enlarged crop around
 its box, where the face is large enough for the mesh graph's own detector.
+
+`analyze` returns the main face of the frame; `analyze_faces` every face found (up to
+`max_faces`, largest confidence-weighted first) for multi-person clips, from the same
+single detection pass.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class FaceObservation:
     landmarks: np.ndarray  # [478, 3] float32 x, y in input-frame pixels, z scaled like x
     crop_rgb: np.ndarray  # [crop_size, crop_size, 3] uint8, ArcFace-like alignment
     crop_gray: np.ndarray  # [gray_size, gray_size] uint8, FER2013-like framing
+    crop_rgb_large: np.ndarray | None = None  # [large_crop_size]*2 x 3 uint8, same alignment as crop_rgb
+    detector: str = "short"  # which detector found it: "short" or "full" (the fallback)
 
 
 @dataclass
@@ -157,7 +163,10 @@ class _MeshWithDetections(SolutionBase):
 
 
 class FaceAnalyzer:
-    """Finds the main face in an RGB frame and returns its box, mesh and aligned crops.
+    """Finds the faces in an RGB frame and returns their boxes, meshes and aligned crops.
+
+    ``large_crop_size`` > 0 adds an RGB crop of that size with the 112 crop's alignment
+    (e.g. 224 for ImageNet backbones), warped from the frame rather than upsampled.
 
     Holds MediaPipe graphs, which are not thread-safe: use one analyzer per process
     (or thread) and close it, e.g. via `with FaceAnalyzer() as analyzer:`.
@@ -169,13 +178,20 @@ class FaceAnalyzer:
         crop_size: int = 112,
         gray_size: int = 64,
         model_selection: ModelSelection = "auto",
+        max_faces: int = 1,
+        large_crop_size: int = 0,
     ) -> None:
         if model_selection not in ("auto", "short", "full"):
             raise ValueError(f"model_selection must be 'auto', 'short' or 'full', got {model_selection!r}")
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         self.crop_size = crop_size
         self.gray_size = gray_size
+        self.large_crop_size = large_crop_size
         self.model_selection = model_selection
-        self._mesh = _MeshWithDetections(min_detection_confidence, _MAX_CANDIDATE_FACES)
+        self.max_faces = max_faces
+        self._candidates = max(_MAX_CANDIDATE_FACES, max_faces)
+        self._mesh = _MeshWithDetections(min_detection_confidence, self._candidates)
         self._full_range = (
             mp.solutions.face_detection.FaceDetection(
                 model_selection=1, min_detection_confidence=min_detection_confidence
@@ -205,34 +221,45 @@ class FaceAnalyzer:
 
     def analyze(self, frame_rgb: np.ndarray) -> FaceObservation | None:
         """The main (largest, confidence-weighted) face in an HxWx3 uint8 RGB frame, or None."""
+        faces = self.analyze_faces(frame_rgb, limit=1)
+        return faces[0] if faces else None
+
+    def analyze_faces(self, frame_rgb: np.ndarray, limit: int | None = None) -> list[FaceObservation]:
+        """Up to ``limit`` (default ``max_faces``) faces, largest confidence-weighted first.
+
+        The full-range detector runs only when the short-range one finds no face at all.
+        """
+        limit = self.max_faces if limit is None else limit
         if self._mesh is None:
             raise RuntimeError("FaceAnalyzer is closed")
         if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB frame, got {frame_rgb.shape} {frame_rgb.dtype}")
         frame_rgb = np.ascontiguousarray(frame_rgb)
 
-        found = None
+        found, detector = [], "short"
         if self.model_selection in ("auto", "short"):
-            found = self._short_range(frame_rgb)
-        if found is None and self._full_range is not None:
-            found = self._full_range_on_crop(frame_rgb)
-        if found is None:
-            return None
-        detection, landmarks = found
-        return self._observation(frame_rgb, detection, landmarks)
+            found = self._short_range(frame_rgb, limit)
+        if not found and self._full_range is not None:
+            found, detector = self._full_range_on_crop(frame_rgb, limit), "full"
+        return [self._observation(frame_rgb, detection, landmarks, detector) for detection, landmarks in found]
 
-    def _short_range(self, frame_rgb: np.ndarray) -> tuple[_Detection, np.ndarray] | None:
+    def _short_range(self, frame_rgb: np.ndarray, limit: int) -> list[tuple[_Detection, np.ndarray]]:
         detections, meshes = self._mesh.detect(frame_rgb)
+        found, used = [], set()
         for detection in sorted(detections, key=lambda d: d.priority, reverse=True):
-            mesh = _mesh_for(detection, meshes)
+            mesh = _mesh_for(detection, [m for i, m in enumerate(meshes) if i not in used])
             if mesh is not None:
-                return detection, mesh
-        return None
+                used.add(next(i for i, m in enumerate(meshes) if m is mesh))
+                found.append((detection, mesh))
+                if len(found) == limit:
+                    break
+        return found
 
-    def _full_range_on_crop(self, frame_rgb: np.ndarray) -> tuple[_Detection, np.ndarray] | None:
+    def _full_range_on_crop(self, frame_rgb: np.ndarray, limit: int) -> list[tuple[_Detection, np.ndarray]]:
         height, width = frame_rgb.shape[:2]
         detections = _detections_px(self._full_range.process(frame_rgb).detections, width, height)
-        for detection in sorted(detections, key=lambda d: d.priority, reverse=True)[:_MAX_CANDIDATE_FACES]:
+        found = []
+        for detection in sorted(detections, key=lambda d: d.priority, reverse=True)[: self._candidates]:
             x0, y0, x1, y1 = detection.box
             half_side = max(x1 - x0, y1 - y0) * _FALLBACK_CROP_SCALE / 2
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -243,17 +270,24 @@ class FaceAnalyzer:
             offset = np.array([left, top, 0], dtype=np.float32)
             mesh = _mesh_for(detection, [m + offset for m in meshes])
             if mesh is not None:
-                return detection, mesh
-        return None
+                found.append((detection, mesh))
+                if len(found) == limit:
+                    break
+        return found
 
-    def _observation(self, frame_rgb: np.ndarray, detection: _Detection, landmarks: np.ndarray) -> FaceObservation:
+    def _observation(
+        self, frame_rgb: np.ndarray, detection: _Detection, landmarks: np.ndarray, detector: str = "short"
+    ) -> FaceObservation:
         points = five_points(landmarks)
         crop_rgb = align(frame_rgb, points, self.crop_size, CANONICAL_TEMPLATE)
         gray_source = align(frame_rgb, points, self.gray_size, GRAY_TEMPLATE)
+        large = align(frame_rgb, points, self.large_crop_size, CANONICAL_TEMPLATE) if self.large_crop_size else None
         return FaceObservation(
             box=detection.box,
             score=detection.score,
             landmarks=landmarks,
             crop_rgb=crop_rgb,
             crop_gray=cv2.cvtColor(gray_source, cv2.COLOR_RGB2GRAY),
+            crop_rgb_large=large,
+            detector=detector,
         )

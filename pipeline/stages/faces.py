@@ -1,5 +1,8 @@
-"""Stage faces: detect, landmark and align the main face on sampled frames of every video."""
+"""Stage faces: detect, landmark and align faces on sampled frames of every video, link them
+into tracks, and write the per-clip detection report (features/faces/report.csv)."""
 from dataclasses import asdict
+
+import pandas as pd
 
 from pipeline.config import load_params
 from pipeline.datasets.manifest import read_manifest
@@ -15,7 +18,9 @@ def main() -> None:
     manifest = read_manifest()
     identity = {"stage": "faces", **{k: v for k, v in asdict(faces).items() if k != "workers"}}
     processor = FaceClipProcessor(
-        STORE, identity, faces.fps, faces.min_detection_confidence, faces.crop_size, faces.gray_size, faces.detector
+        STORE, identity, faces.fps, faces.min_detection_confidence, faces.crop_size, faces.gray_size, faces.detector,
+        faces.crop_rgb_224, faces.max_faces, faces.subject,
+        faces.track_min_iou, faces.track_max_landmark_distance, faces.track_max_gap,
     )
     no_video = [
         {"clip_id": r.clip_id, "stage": "faces", "reason": f"{r.path}: no video stream"}
@@ -29,6 +34,37 @@ def main() -> None:
     print(f"faces: {len(results)} clips processed, {frames} frames sampled, detection rate {detected / max(frames, 1):.3f}")
     for failure in failures:
         print(f"  {failure['clip_id']}: {failure['reason']}")
+    print_report(write_report(FeatureStore(STORE)))
+
+
+REPORT_COLUMNS = ["clip_id", "frames", "detected_frames", "detection_rate", "subject_frames", "tracks", "full_range_frames"]
+
+
+def write_report(store: FeatureStore) -> pd.DataFrame:
+    """Per indexed clip: sampled frames, frames with a face, detection rate, frames of the main
+    subject's track, number of tracks and frames found only by the full-range fallback."""
+    rows = []
+    for clip_id in store.clip_ids():
+        attrs = store.attrs(clip_id) or {}
+        rows.append({column: attrs.get(column, clip_id if column == "clip_id" else None) for column in REPORT_COLUMNS})
+    report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    report.to_csv(store.root / "report.csv", index=False)
+    return report
+
+
+def print_report(report: pd.DataFrame) -> None:
+    if report.empty:
+        print("faces report: no clips")
+        return
+    frames, detected = report["frames"].sum(), report["detected_frames"].sum()
+    rates = report["detection_rate"].astype(float)
+    print(
+        f"faces report ({STORE}/report.csv): {len(report)} clips, detection rate {detected / max(frames, 1):.3f} overall, "
+        f"per clip min {rates.min():.3f} / median {rates.median():.3f}; {(rates < 0.5).sum()} clips below 0.5; "
+        f"{int(report['full_range_frames'].sum())} frames from the full-range fallback; "
+        f"tracks per clip max {int(report['tracks'].max())}"
+    )
+
 
 
 if __name__ == "__main__":
