@@ -176,7 +176,9 @@ class ExtractorClipProcessor:
 
     def __call__(self, job: ClipJob) -> ClipResult:
         extractor = self.extractor()
-        entry = FeatureStore(self.input_root).read(job.clip_id, extractor.input_keys)
+        # An extractor whose inputs depend on its options (e.g. fer_mini_xception faces: mean) says which.
+        keys = extractor.input_keys_for(self.options) if hasattr(extractor, "input_keys_for") else extractor.input_keys
+        entry = FeatureStore(self.input_root).read(job.clip_id, keys)
         if "mask" in entry.arrays and not entry.arrays["mask"].any():
             return ClipResult(job.clip_id, False, f"{job.path}: no usable {extractor.input} frame (nothing to extract)")
         features = extractor.extract(entry)

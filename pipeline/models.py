@@ -58,7 +58,10 @@ class MultiBranchClassifier(nn.Module):
         embeddings = []
         for name in self.names:
             x, mask = inputs[name]
-            embedding = self.heads[name](self.standardize[name](x) * mask.unsqueeze(-1), mask)
+            head = self.heads[name]
+            # A head with raw_input (a fine-tuned CNN on pixels) gets its inputs unstandardised.
+            x = x if getattr(head, "raw_input", False) else self.standardize[name](x)
+            embedding = head(x * mask.unsqueeze(-1), mask)
             present = mask.any(1, keepdim=True)
             embeddings.append(torch.where(present, embedding, self.absent[name].expand_as(embedding)))
         fused = self.fusion(embeddings) if self.fusion is not None else embeddings[0]

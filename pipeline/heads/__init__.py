@@ -183,3 +183,7 @@ def masked_average_pool(x: Tensor, mask: Tensor, size: int) -> tuple[Tensor, Ten
 
 def build_head(name: str, input_dim: int, config) -> TemporalHead:
     return HEADS.get(name)(input_dim, config)
+
+
+# Importing the modules registers their heads.
+from pipeline.heads import finetune  # noqa: E402,F401
