@@ -78,6 +78,13 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     raise ParamsError(f"{where}: unsupported schema type {hint!r}")
 
 
+# Where a stage's per-clip work runs (pipeline/executors.py): worker processes on this
+# machine, or Ray actors on the cluster RAY_ADDRESS names (a local Ray instance when unset).
+# Not part of any store's config hash: switching it re-extracts nothing.
+Executor = Literal["local", "ray"]
+EXECUTION_KEYS = ("workers", "executor", "num_gpus")
+
+
 @dataclass(frozen=True)
 class DataParams:
     dataset: str = "demo"
@@ -112,12 +119,15 @@ class FacesParams:
     track_max_landmark_distance: float = 0.5
     track_max_gap: int = 2
     workers: int = 2
+    executor: Executor = "local"
+    num_gpus: float = 0.0  # per Ray actor, when the cluster has GPUs (mediapipe itself runs on CPU)
 
 
 @dataclass(frozen=True)
 class AudioParams:
     sample_rate: int = 16000
     workers: int = 2
+    executor: Executor = "local"
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,8 @@ class ExtractorParams:
     batch_size: int = 64
     device: str = "auto"
     workers: int = 1
+    executor: Executor = "local"
+    num_gpus: float = 0.0  # per Ray actor, when the cluster has GPUs; 0 keeps the model on CPU
 
 
 @dataclass(frozen=True)

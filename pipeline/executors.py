@@ -4,32 +4,107 @@ Stages describe the work as a picklable *processor* (a callable that builds its 
 e.g. a loaded model or a mediapipe graph, lazily on its first job) and a list of jobs; an
 executor decides where the processor runs. ``local`` with one worker runs in-process; with
 more workers each pool process receives one copy of the processor and keeps it for all its
-jobs, so the state is built once per process. A distributed engine plugs in as another
-executor with the same ``map`` contract.
+jobs, so the state is built once per process. ``ray`` runs one stateful actor per worker on
+a Ray cluster (the one ``RAY_ADDRESS`` names, else a local instance started for the stage).
+
+Every executor yields ``(job, result)`` pairs, where a job that raised, or whose worker died
+under it, yields a :class:`JobError` instead of stopping the stage: the caller records it and
+leaves that clip's entry out of the index, so a re-run redoes exactly those clips.
+
+A processor may split its work into ``load(job)`` (decoding or reading its input) and
+``process(job, loaded)`` (the model); a Ray actor then loads its next clip while the model
+runs on the current one.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
+import queue
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from tqdm import tqdm
 
 Processor = Callable[[Any], Any]
 
+EXECUTORS = ("local", "ray")
+
 _worker_processor: Processor | None = None
+
+
+@dataclass(frozen=True)
+class JobError:
+    """A job that raised or lost its worker; ``reason`` goes to the failures table."""
+
+    reason: str
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 class Executor(Protocol):
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
-        """Yield (job, result) pairs in completion order."""
+        """Yield (job, result or JobError) pairs in completion order."""
+
+
+def read_ahead(items: Iterator[Any], depth: int = 8) -> Iterator[Any]:
+    """Yield ``items`` while a thread produces up to ``depth`` of them ahead, so decoding
+    (which releases the GIL) overlaps with the work done on earlier items; memory stays
+    bounded by ``depth``. An exception of the producer is raised in the consumer."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put((end, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 class InProcessExecutor:
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
         try:
             for job in tqdm(jobs, desc=desc, unit="clip", mininterval=2.0):
-                yield job, processor(job)
+                try:
+                    result = processor(job)
+                except Exception as error:  # one bad clip must not stop the others
+                    result = JobError(describe(error))
+                yield job, result
         finally:
             close = getattr(processor, "close", None)
             if close is not None:
@@ -57,12 +132,156 @@ class ProcessPoolJobExecutor:
         with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(processor,)) as pool:
             futures = {pool.submit(_run_job, job): job for job in jobs}
             for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="clip", mininterval=2.0):
-                yield futures[future], future.result()
+                try:
+                    result = future.result()
+                except Exception as error:  # includes BrokenProcessPool when a worker was killed
+                    result = JobError(describe(error))
+                yield futures[future], result
 
 
-def make_executor(kind: str, workers: int, num_jobs: int) -> Executor:
+class ClipWorker:
+    """The body of a Ray actor: one processor copy, built once, for all the actor's clips.
+
+    The actor runs two calls at a time (``max_concurrency=2``): the model part is serialised
+    by a lock, while the other call loads its clip, so reading and decoding overlap with
+    inference without two threads ever sharing the model.
+    """
+
+    def __init__(self, processor: Processor, working_dir: str) -> None:
+        # Stores and clips are addressed relative to the project root, which every machine
+        # of the cluster sees at the same path (a shared filesystem).
+        os.chdir(working_dir)
+        self.processor = processor
+        self.model_lock = threading.Lock()
+
+    def run(self, job: Any) -> Any:
+        load = getattr(self.processor, "load", None)
+        if load is None:
+            with self.model_lock:
+                return self.processor(job)
+        loaded = load(job)
+        with self.model_lock:
+            return self.processor.process(job, loaded)
+
+    def close(self) -> None:
+        close = getattr(self.processor, "close", None)
+        if close is not None:
+            with self.model_lock:
+                close()
+
+
+def ray_runtime_env() -> dict[str, Any]:
+    """Ships this package to the cluster's workers, so other machines only need the locked
+    dependencies installed, not a copy of the code."""
+    return {"py_modules": [str(Path(__file__).resolve().parent)]}
+
+
+def connect_ray() -> bool:
+    """Connect to ``RAY_ADDRESS`` or start a local instance; True if this call started or
+    joined it (and should shut it down), False if the process was already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, runtime_env=ray_runtime_env(), log_to_driver=False)
+    return True
+
+
+class RayExecutor:
+    """Stateful actors on a Ray cluster, each asking for one CPU and ``num_gpus`` GPUs when
+    the cluster has GPUs. Clips go to whichever actor has a free slot (two per actor, see
+    :class:`ClipWorker`), so a slow clip does not hold up the others and the clips in
+    flight, hence the memory used, stay bounded whatever the number of clips. An actor that
+    dies is replaced; the clips it held are yielded as :class:`JobError`."""
+
+    slots_per_worker = 2
+
+    def __init__(self, workers: int, num_gpus: float = 0.0) -> None:
+        self.workers = workers
+        self.num_gpus = num_gpus
+
+    def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
+        import ray
+
+        started = connect_ray()
+        try:
+            yield from self._map(ray, processor, jobs, desc)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def actor_options(self, ray) -> dict[str, Any]:
+        has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        return {"num_cpus": 1, "num_gpus": self.num_gpus if has_gpus else 0, "max_concurrency": self.slots_per_worker}
+
+    def _map(self, ray, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        # More actors than the cluster has CPUs would wait forever for a slot.
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        count = max(1, min(self.workers, len(jobs), cpus))
+        worker_class = ray.remote(ClipWorker).options(**self.actor_options(ray))
+        shared_processor = ray.put(processor)
+        working_dir = os.getcwd()
+        spawn = lambda: worker_class.remote(shared_processor, working_dir)  # noqa: E731
+        actors = [spawn() for _ in range(count)]
+        replacements_left = 2 * count
+        queue = list(reversed(jobs))
+        in_flight: dict[Any, tuple[Any, Any]] = {}  # result ref -> (job, actor)
+
+        def submit(actor) -> None:
+            job = queue.pop()
+            in_flight[actor.run.remote(job)] = (job, actor)
+
+        for _ in range(self.slots_per_worker):
+            for actor in actors:
+                if queue:
+                    submit(actor)
+        progress = tqdm(total=len(jobs), desc=desc, unit="clip", mininterval=2.0)
+        try:
+            while in_flight:
+                [ref], _ = ray.wait(list(in_flight), num_returns=1)
+                job, actor = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except RayTaskError as error:  # the processor raised
+                    result = JobError(describe(error.cause) if error.cause is not None else str(error).splitlines()[0])
+                except RayActorError as error:  # the actor's process died
+                    result = JobError(f"worker died while processing the clip: {type(error).__name__}")
+                    if actor in actors:
+                        actors.remove(actor)
+                        if replacements_left > 0:
+                            replacements_left -= 1
+                            actors.append(spawn())
+                            for _ in range(self.slots_per_worker):
+                                if queue:
+                                    submit(actors[-1])
+                    actor = None
+                if actor is not None and queue:
+                    submit(actor)
+                if not actors and queue:
+                    # Every worker died and could not be replaced: report the rest, do not hang.
+                    while queue:
+                        lost = queue.pop()
+                        progress.update()
+                        yield lost, JobError("no live worker left to process the clip")
+                progress.update()
+                yield job, result
+        finally:
+            progress.close()
+            for actor in actors:
+                try:
+                    ray.get(actor.close.remote(), timeout=60)
+                except (RayActorError, RayTaskError, ray.exceptions.GetTimeoutError):
+                    pass  # releasing a model in a worker that is going away anyway
+                ray.kill(actor)
+
+
+def make_executor(kind: str, workers: int, num_jobs: int, num_gpus: float = 0.0) -> Executor:
+    if kind == "ray":
+        return RayExecutor(workers, num_gpus)
     if kind != "local":
-        raise ValueError(f"unknown executor {kind!r}; available: ['local']")
+        raise ValueError(f"unknown executor {kind!r}; available: {list(EXECUTORS)}")
     if workers <= 1 or num_jobs <= 1:
         return InProcessExecutor()
     return ProcessPoolJobExecutor(min(workers, num_jobs))

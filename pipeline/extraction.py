@@ -16,9 +16,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from pipeline.executors import make_executor
+from pipeline.executors import JobError, make_executor, read_ahead
 from pipeline.media import MediaError, load_audio, sample_frames
-from pipeline.store import FeatureStore, config_hash
+from pipeline.store import Entry, FeatureStore, config_hash
 
 
 @dataclass(frozen=True)
@@ -45,22 +45,33 @@ def fill_store(
     workers: int,
     executor: str = "local",
     known_failures: list[dict[str, str]] | None = None,
+    num_gpus: float = 0.0,
 ) -> tuple[list[ClipResult], list[dict[str, str]]]:
     """Process the jobs whose entry is missing or stale; returns (results, failures)."""
     digest = config_hash(identity)
     todo = [job for job in jobs if (store.attrs(job.clip_id) or {}).get("config_hash") != digest]
     results: list[ClipResult] = []
     if todo:
-        runner = make_executor(executor, workers, len(todo))
-        results = [result for _, result in runner.map(processor, todo, desc=stage)]
+        runner = make_executor(executor, workers, len(todo), num_gpus)
+        results = [_as_result(job, outcome, stage) for job, outcome in runner.map(processor, todo, desc=stage)]
     # Clips skipped as up to date keep their earlier notes (e.g. "no face detected").
     redone, listed = {r.clip_id for r in results}, {job.clip_id for job in jobs}
     kept = [f for f in store.failures().to_dict("records") if f["clip_id"] in listed - redone and f["stage"] == stage]
     failures = list(known_failures or []) + kept
     failures += [{"clip_id": r.clip_id, "stage": stage, "reason": r.reason} for r in results if r.reason]
-    store.write_index(job.clip_id for job in jobs)
+    # Only entries their worker reported complete are indexed: a clip that failed in this run
+    # loses whatever entry it has (written by a worker that died before reporting, or made
+    # with an older config), so the next run redoes exactly the failed clips.
+    failed = {r.clip_id for r in results if not r.ok}
+    store.write_index(job.clip_id for job in jobs if job.clip_id not in failed)
     store.write_failures(failures)
     return results, failures
+
+
+def _as_result(job: ClipJob, outcome: ClipResult | JobError, stage: str) -> ClipResult:
+    if isinstance(outcome, JobError):
+        return ClipResult(job.clip_id, False, f"{job.path}: {stage} worker failed: {outcome.reason}")
+    return outcome
 
 
 def _attrs(identity: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -104,7 +115,7 @@ class FaceClipProcessor:
             )
         timestamps, faces = [], []
         try:
-            for time_s, frame in sample_frames(job.path, self.fps):
+            for time_s, frame in read_ahead(sample_frames(job.path, self.fps)):
                 timestamps.append(time_s)
                 faces.append(self._analyzer.analyze_faces(frame))
         except MediaError as error:
@@ -174,11 +185,25 @@ class ExtractorClipProcessor:
             self._built = cls(config, resolve_device(self.device), self.batch_size)
         return self._built
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Each worker builds its own extractor: on its own device (a GPU where the worker
+        # has one), and without shipping the model's weights through pickling.
+        return {key: value for key, value in self.__dict__.items() if key != "_built"}
+
     def __call__(self, job: ClipJob) -> ClipResult:
-        extractor = self.extractor()
+        return self.process(job, self.load(job))
+
+    def load(self, job: ClipJob) -> Entry:
+        """Read the clip's input entry; needs no model, so it can run beside :meth:`process`."""
+        from pipeline.extractors import EXTRACTORS
+
+        cls = EXTRACTORS.get(self.extractor_type)
         # An extractor whose inputs depend on its options (e.g. fer_mini_xception faces: mean) says which.
-        keys = extractor.input_keys_for(self.options) if hasattr(extractor, "input_keys_for") else extractor.input_keys
-        entry = FeatureStore(self.input_root).read(job.clip_id, keys)
+        keys = cls.input_keys_for(self.options) if hasattr(cls, "input_keys_for") else cls.input_keys
+        return FeatureStore(self.input_root).read(job.clip_id, keys)
+
+    def process(self, job: ClipJob, entry: Entry) -> ClipResult:
+        extractor = self.extractor()
         if "mask" in entry.arrays and not entry.arrays["mask"].any():
             return ClipResult(job.clip_id, False, f"{job.path}: no usable {extractor.input} frame (nothing to extract)")
         features = extractor.extract(entry)

@@ -17,7 +17,8 @@ def main() -> None:
         for r in manifest[~manifest["has_audio"]].itertuples()
     ]
     results, failures = fill_store(
-        FeatureStore(STORE), jobs_from_manifest(manifest, "has_audio"), processor, identity, "audio", params.audio.workers, known_failures=no_audio
+        FeatureStore(STORE), jobs_from_manifest(manifest, "has_audio"), processor, identity, "audio", params.audio.workers,
+        executor=params.audio.executor, known_failures=no_audio,
     )
     print(f"audio: {len(results)} clips decoded, {len(failures)} without usable audio")
     for failure in failures:

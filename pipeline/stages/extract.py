@@ -19,7 +19,8 @@ def main(name: str) -> None:
     extractor = processor.extractor()
     print(f"extract@{name}: {spec.type} on {extractor.device}; weights {extractor.weights_origin or 'none'}")
     results, failures = fill_store(
-        FeatureStore(f"features/{name}"), jobs, processor, extractor.identity(), f"extract@{name}", spec.workers
+        FeatureStore(f"features/{name}"), jobs, processor, extractor.identity(), f"extract@{name}", spec.workers,
+        executor=spec.executor, num_gpus=spec.num_gpus,
     )
     print(f"extract@{name}: {len(results)} clips extracted, {len(jobs) - len(results)} up to date, {len(failures)} skipped")
     for failure in failures:

@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from pipeline.config import load_params
+from pipeline.config import EXECUTION_KEYS, load_params
 from pipeline.datasets.manifest import read_manifest
 from pipeline.extraction import FaceClipProcessor, fill_store, jobs_from_manifest
 from pipeline.store import FeatureStore
@@ -16,7 +16,7 @@ def main() -> None:
     params = load_params()
     faces = params.faces
     manifest = read_manifest()
-    identity = {"stage": "faces", **{k: v for k, v in asdict(faces).items() if k != "workers"}}
+    identity = {"stage": "faces", **{k: v for k, v in asdict(faces).items() if k not in EXECUTION_KEYS}}
     processor = FaceClipProcessor(
         STORE, identity, faces.fps, faces.min_detection_confidence, faces.crop_size, faces.gray_size, faces.detector,
         faces.crop_rgb_224, faces.max_faces, faces.subject,
@@ -27,7 +27,8 @@ def main() -> None:
         for r in manifest[~manifest["has_video"]].itertuples()
     ]
     results, failures = fill_store(
-        FeatureStore(STORE), jobs_from_manifest(manifest, "has_video"), processor, identity, "faces", faces.workers, known_failures=no_video
+        FeatureStore(STORE), jobs_from_manifest(manifest, "has_video"), processor, identity, "faces", faces.workers,
+        executor=faces.executor, known_failures=no_video, num_gpus=faces.num_gpus,
     )
     frames = sum(r.frames for r in results)
     detected = sum(r.detected for r in results)
@@ -64,7 +65,6 @@ def print_report(report: pd.DataFrame) -> None:
         f"{int(report['full_range_frames'].sum())} frames from the full-range fallback; "
         f"tracks per clip max {int(report['tracks'].max())}"
     )
-
 
 
 if __name__ == "__main__":
