@@ -67,4 +67,4 @@ def resolve_device(device: str) -> str:
 
 # Importing the modules registers their extractors.
 from pipeline.extractors import acoustic, face_cnn, spectrogram  # noqa: E402,F401
-from pipeline.extractors import face_geometry, facex_mobilenet, torchvision_backbone  # noqa: E402,F401
+from pipeline.extractors import face_geometry, facex_mobilenet, torchvision_backbone, video3d  # noqa: E402,F401
