@@ -107,8 +107,10 @@ class FacesParams:
     crop_size: int = 112
     gray_size: int = 64
     detector: Literal["auto", "short", "full"] = "auto"
-    # Also store a 224x224 RGB crop (key crop_rgb_224, ArcFace alignment) for ImageNet backbones.
-    crop_rgb_224: bool = True
+    # Also store a 224x224 RGB crop (key crop_rgb_224, ArcFace alignment) for ImageNet backbones
+    # (torchvision_backbone crop: crop_rgb_224). Off by default: it takes 2.7x the space of all
+    # other faces-store arrays together (lzf compresses RGB crops poorly).
+    crop_rgb_224: bool = False
     # Faces kept per frame; > 1 also stores every track (tracks_* arrays) for group emotion.
     max_faces: int = 1
     # Which track is the clip's subject (the main keys): longest_largest = seen in the most

@@ -105,6 +105,10 @@ class FaceClipProcessor:
         from pipeline.faces.track import TrackingParams
 
         if not hasattr(self, "_analyzer"):
+            import cv2
+
+            # Parallelism comes from the workers (one per core); OpenCV's own pool in each would oversubscribe.
+            cv2.setNumThreads(1)
             self._analyzer = FaceAnalyzer(
                 min_detection_confidence=self.min_detection_confidence,
                 crop_size=self.crop_size,

@@ -236,7 +236,7 @@ def test_full_range_fallback_finds_small_face() -> None:
     with FaceAnalyzer(model_selection="auto") as auto:
         observation = auto.analyze(canvas)
 
-    assert observation is not None
+    assert observation is not None and observation.detector == "full"  # counted in the faces report
     assert _box_iou(observation.box, face_in_canvas) > 0.5
     centroid = observation.landmarks[:, :2].mean(axis=0)
     assert np.abs(centroid - (face_in_canvas[:2] + face_in_canvas[2:]) / 2).max() < 10
