@@ -126,6 +126,10 @@ class FaceGeometry(Extractor):
     input = "faces"
     input_keys = ("landmarks", "mask", "timestamps")
 
+    @property
+    def weights_origin(self) -> str:
+        return "no weights: measured on the faces store's MediaPipe face mesh"
+
     def extract(self, entry: Entry) -> Features:
         landmarks, mask = entry.arrays["landmarks"], entry.arrays["mask"].astype(bool)
         if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_MESH_LANDMARKS, 3):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -85,9 +85,14 @@ class TorchvisionBackbone(Extractor):
         # Faces store key of the [T,H,W,3] uint8 crops (a larger aligned crop, if the store has one).
         crop: str = "crop_rgb"
 
+    @classmethod
+    def input_keys_for(cls, options: dict[str, Any]) -> tuple[str, ...]:
+        """The datasets to read for these options (asked before the model is built)."""
+        return (options.get("crop", cls.Config.crop), "mask", "timestamps")
+
     def __init__(self, config: Config, device: str = "cpu", batch_size: int = 64) -> None:
         super().__init__(config, device, batch_size)
-        self.input_keys = (config.crop, "mask", "timestamps")
+        self.input_keys = self.input_keys_for({"crop": config.crop})
         self.checkpoint = locate_checkpoint(
             config.checkpoint, (w.url for w in STANDARD_WEIGHTS[config.arch]), f"torchvision_backbone {config.arch}"
         )

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -219,14 +219,20 @@ class Video3D(Extractor):
         checkpoint: str = ""
         temporal_kernel: int = 3  # inflated_mini_xception: frames each inflated 3x3 conv spans
 
+    @classmethod
+    def input_keys_for(cls, options: dict[str, Any]) -> tuple[str, ...]:
+        """The datasets to read for these options (asked before the model is built)."""
+        gray = options.get("arch", cls.Config.arch) == "inflated_mini_xception"
+        return ("crop_gray" if gray else "crop_rgb", "mask", "timestamps")
+
     def __init__(self, config: Config, device: str = "cpu", batch_size: int = 64) -> None:
         super().__init__(config, device, batch_size)
+        self.input_keys = self.input_keys_for({"arch": config.arch})
         if config.window < 1 or config.stride < 1:
             raise ValueError(f"video3d: window and stride must be >= 1, got {config.window} and {config.stride}")
         if config.arch == "inflated_mini_xception":
             if config.temporal_kernel < 1 or config.temporal_kernel % 2 == 0:
                 raise ValueError(f"video3d: temporal_kernel must be odd and >= 1, got {config.temporal_kernel}")
-            self.input_keys = ("crop_gray", "mask", "timestamps")
             path = Path(config.checkpoint) if config.checkpoint else fer_weights_path()
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: mini-Xception weights not found (options.checkpoint)")
@@ -235,7 +241,6 @@ class Video3D(Extractor):
             self.model = InflatedMiniXception(flat.eval(), config.temporal_kernel)
             self.dim = 128 + len(FER_CLASSES)
         elif config.arch in KINETICS_WEIGHTS:
-            self.input_keys = ("crop_rgb", "mask", "timestamps")
             build, weights = KINETICS_WEIGHTS[config.arch]
             path = locate_checkpoint(config.checkpoint, [weights.url], f"video3d {config.arch}")
             self.model = build(weights=None)

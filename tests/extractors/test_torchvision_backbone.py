@@ -110,3 +110,8 @@ def test_vgg16_features_are_fc7() -> None:
         fc7 = model.classifier[:6](torch.flatten(model.avgpool(model.features(x)), 1))
         assert dim == 4096
         torch.testing.assert_close(model(x), fc7)
+
+
+def test_input_keys_follow_the_crop_option() -> None:
+    assert Backbone.input_keys_for({}) == ("crop_rgb", "mask", "timestamps")
+    assert Backbone.input_keys_for({"crop": "crop_rgb224"})[0] == "crop_rgb224"

@@ -133,6 +133,11 @@ def test_kinetics_model_from_checkpoint_matches_torchvision(tmp_path: Path) -> N
     assert extractor.weights_sha256 == file_sha256(checkpoint)
 
 
+def test_input_keys_follow_the_architecture() -> None:
+    assert Video3D.input_keys_for({})[0] == "crop_gray"  # the default, inflated_mini_xception
+    assert Video3D.input_keys_for({"arch": "r3d_18"}) == ("crop_rgb", "mask", "timestamps")
+
+
 def test_kinetics_model_without_checkpoint_says_where_to_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError) as error:
