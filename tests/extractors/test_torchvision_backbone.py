@@ -114,4 +114,4 @@ def test_vgg16_features_are_fc7() -> None:
 
 def test_input_keys_follow_the_crop_option() -> None:
     assert Backbone.input_keys_for({}) == ("crop_rgb", "mask", "timestamps")
-    assert Backbone.input_keys_for({"crop": "crop_rgb224"})[0] == "crop_rgb224"
+    assert Backbone.input_keys_for({"crop": "crop_rgb_224"})[0] == "crop_rgb_224"
