@@ -226,6 +226,8 @@ class FacexMobileNetV2(nn.Module):
             raise TfliteModelError(f"{path}: the Dense head has a fused activation")
         self.classifier = nn.Linear(dense.weight.shape[1], dense.weight.shape[0])
         self.classifier.quantized_weights = dense.quantized
+        # oneDNN runs the depthwise convs ~2x faster on CPU with channels_last weights; same outputs.
+        self.to(memory_format=torch.channels_last)
         with torch.no_grad():
             self.classifier.weight.copy_(torch.from_numpy(dense.weight))
             self.classifier.bias.copy_(torch.from_numpy(dense.bias))
@@ -236,7 +238,7 @@ class FacexMobileNetV2(nn.Module):
         softmax(logits) is the TFLite model's output; the embedding is the global average of
         the last 1x1 conv's ReLU6 map (the Dense layer reads that map flattened, NHWC order).
         """
-        x = self.stem(x)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         for block in self.blocks:
             x = block(x)
         x = self.head(x)
