@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainParams
+from pipeline.heads import HEADS
+from pipeline.heads.pooled import PooledHead, is_pooled_head, pooled_matrix
 from pipeline.metrics import probability_columns
 from pipeline.models import ModelSpec
 from pipeline.store import FeatureStore
@@ -206,6 +208,16 @@ def empty_result(classes: list[str]) -> CrossValidationResult:
     return CrossValidationResult(pd.DataFrame(columns=columns), [], pd.DataFrame(columns=["fold", "epoch", "train_loss", "val_loss"]))
 
 
+def _map_folds(run: Callable, jobs: list, workers: int) -> list:
+    if workers > 1 and len(jobs) > 1:
+        # fork, as torch's DataLoader workers do: each child sets its own thread count before any
+        # torch op, and a spawned child would spend seconds re-importing torch per worker.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            return list(pool.map(run, jobs))
+    return [run(job) for job in jobs]
+
+
 @dataclass(frozen=True)
 class FoldJob:
     spec: ModelSpec
@@ -242,25 +254,24 @@ def cross_validate(
     if params.speaker_standardization:
         speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
         branch_sequences = {b: standardize_per_speaker(s, speakers) for b, s in branch_sequences.items()}
-    inputs = PaddedInputs(branch_sequences, clips["clip_id"].tolist())
     labels = clips["label"].map(class_index).to_numpy()
     folds = clips["fold"].to_numpy()
+    if len(spec.branches) == 1 and spec.fusion is None and is_pooled_head(spec.branches[0].head):
+        return _cross_validate_pooled(spec, branch_sequences[spec.branches[0].name], clips, labels, classes, params)
+    inputs = PaddedInputs(branch_sequences, clips["clip_id"].tolist())
     jobs = [
         FoldJob(spec, inputs, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), labels, params, params.seed * 1000 + int(fold))
         for fold in sorted(np.unique(folds))
     ]
-    if params.workers > 1 and len(jobs) > 1:
-        # fork, as torch's DataLoader workers do: each child sets its own thread count before any
-        # torch op, and a spawned child would spend seconds re-importing torch per worker.
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(params.workers, len(jobs)), mp_context=context) as pool:
-            outcomes = list(pool.map(_run_fold, jobs))
-    else:
-        outcomes = [_run_fold(job) for job in jobs]
+    outcomes = _map_folds(_run_fold, jobs, params.workers)
+    return _assemble(clips, folds, [job.test_rows for job in jobs], outcomes, classes)
+
+
+def _assemble(clips: pd.DataFrame, folds: np.ndarray, test_rows: list[np.ndarray], outcomes: list, classes: list[str]) -> CrossValidationResult:
     rows, states, curves = [], [], []
-    for job, (state, curve, probabilities) in zip(jobs, outcomes):
-        fold = int(folds[job.test_rows[0]])
-        test = clips.iloc[job.test_rows]
+    for rows_of_fold, (state, curve, probabilities) in zip(test_rows, outcomes):
+        fold = int(folds[rows_of_fold[0]])
+        test = clips.iloc[rows_of_fold]
         fold_scores = pd.DataFrame(probabilities, columns=probability_columns(classes))
         fold_scores.insert(0, "label", test["label"].to_numpy())
         fold_scores.insert(0, "fold", fold)
@@ -269,4 +280,38 @@ def cross_validate(
         states.append(state)
         curves.extend({"fold": fold, **point} for point in curve)
     scores = pd.concat(rows, ignore_index=True).sort_values("clip_id").reset_index(drop=True)
-    return CrossValidationResult(scores, states, pd.DataFrame(curves))
+    return CrossValidationResult(scores, states, pd.DataFrame(curves, columns=["fold", "epoch", "train_loss", "val_loss"]))
+
+
+@dataclass(frozen=True)
+class PooledFoldJob:
+    head: PooledHead
+    x: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    num_classes: int
+    seed: int
+
+
+def _run_pooled_fold(job: PooledFoldJob) -> tuple[PooledHead, list[dict], np.ndarray]:
+    train = job.train_rows
+    head = copy.deepcopy(job.head).fit(job.x[train], job.labels[train], job.groups[train], job.num_classes, job.seed)
+    return head, [], head.predict_proba(job.x[job.test_rows])
+
+
+def _cross_validate_pooled(
+    spec: ModelSpec, sequences: Sequences, clips: pd.DataFrame, labels: np.ndarray, classes: list[str], params: TrainParams
+) -> CrossValidationResult:
+    branch = spec.branches[0]
+    head = HEADS.get(branch.head)(branch.input_dim, branch.head_config)
+    x = pooled_matrix(sequences, clips["clip_id"].tolist(), head.statistics)
+    groups = clips["speaker"].astype(str).to_numpy()
+    folds = clips["fold"].to_numpy()
+    jobs = [
+        PooledFoldJob(head, x, labels, groups, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), len(classes), params.seed * 1000 + int(fold))
+        for fold in sorted(np.unique(folds))
+    ]
+    outcomes = _map_folds(_run_pooled_fold, jobs, params.workers)
+    return _assemble(clips, folds, [job.test_rows for job in jobs], outcomes, classes)

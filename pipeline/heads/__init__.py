@@ -105,17 +105,20 @@ class BlstmHead(TemporalHead):
         self.pool = AttentionPool(self.embed_dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        # Frames without a face are dropped from the sequence, not fed as zeros.
-        lengths = mask.sum(1)
-        order = torch.argsort(~mask.bool(), dim=1, stable=True)
-        compact = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
-        packed = nn.utils.rnn.pack_padded_sequence(
-            self.dropout(compact), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        output, _ = self.lstm(packed)
-        output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-        compact_mask = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
-        return self.pool(output, compact_mask)
+        return self.pool(*blstm_over_visible(self.lstm, self.dropout(x), mask))
+
+
+def blstm_over_visible(lstm: nn.LSTM, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Run a batch-first LSTM over each row's visible steps only: masked steps (frames without
+    a face) are dropped from the sequence rather than fed as zeros. Returns the outputs moved
+    to the front of each row and their mask."""
+    lengths = mask.sum(1)
+    order = torch.argsort(~mask.bool(), dim=1, stable=True)
+    compact = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
+    packed = nn.utils.rnn.pack_padded_sequence(compact, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+    output, _ = lstm(packed)
+    output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+    return output, torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class TemporalBlock(nn.Module):
@@ -186,4 +189,5 @@ def build_head(name: str, input_dim: int, config) -> TemporalHead:
 
 
 # Importing the modules registers their heads.
+from pipeline.heads import pooled, spectrogram_cnn  # noqa: E402,F401
 from pipeline.heads import finetune  # noqa: E402,F401

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import setups
+from pipeline.config import ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_merge_patch_merges_mappings_replaces_values_and_removes_nulls():
+    target = {"a": {"x": 1, "y": 2}, "b": [1, 2], "c": 3}
+    patch = {"a": {"y": 20, "z": 30}, "b": [9], "c": None, "d": {"e": None, "f": 1}}
+    assert setups.merge_patch(target, patch) == {"a": {"x": 1, "y": 20, "z": 30}, "b": [9], "d": {"f": 1}}
+    assert target == {"a": {"x": 1, "y": 2}, "b": [1, 2], "c": 3}  # not modified in place
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "setups").glob("*.yaml")))
+def test_every_setup_validates_against_the_default_params(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    params = setups.patched_params(name, root=str(tmp_path))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    loaded = load_params(path)
+    assert loaded.data.root == str(tmp_path)
+    # Every late-fusion member and fused branch exists after the patch.
+    assert set(loaded.late_fusion.members) <= set(loaded.branches) | {"fusion"}
+
+
+def test_a_setup_that_does_not_validate_leaves_params_untouched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "setups").mkdir()
+    (tmp_path / "setups" / "broken.yaml").write_text("train: {epochs: many}\n")
+    original = (REPO / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(original)
+    with pytest.raises(ParamsError, match="train.epochs"):
+        setups.apply("broken")
+    assert (tmp_path / "params.yaml").read_text() == original
+    assert not list(tmp_path.glob(".params*"))
