@@ -260,6 +260,14 @@ def _validate_components(params: Params, path: Path) -> None:
                 raise ParamsError(f"extractors.{name}.input: {spec.type} reads {extractor_input!r}, not {spec.input!r}")
         for name, branch in params.branches.items():
             HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
+        from pipeline.heads.pooled import is_pooled_head
+
+        for name in params.cross_modal.branches:
+            if is_pooled_head(params.branches[name].head.type):
+                raise ParamsError(
+                    f"cross_modal.branches: branch {name!r} uses the {params.branches[name].head.type!r} head, which is not a "
+                    "neural network and cannot be trained inside a fusion; fuse its scores in late_fusion instead"
+                )
         FUSIONS.config(params.fusion, params.cross_modal.options.get(params.fusion, {}), f"cross_modal.options.{params.fusion}")
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
