@@ -9,6 +9,7 @@ longer in the dataset) and the failures table.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -48,6 +49,7 @@ def fill_store(
     num_gpus: float = 0.0,
 ) -> tuple[list[ClipResult], list[dict[str, str]]]:
     """Process the jobs whose entry is missing or stale; returns (results, failures)."""
+    started = time.perf_counter()
     digest = config_hash(identity)
     todo = [job for job in jobs if (store.attrs(job.clip_id) or {}).get("config_hash") != digest]
     results: list[ClipResult] = []
@@ -65,6 +67,10 @@ def fill_store(
     failed = {r.clip_id for r in results if not r.ok}
     store.write_index(job.clip_id for job in jobs if job.clip_id not in failed)
     store.write_failures(failures)
+    print(
+        f"{stage}: {len(todo)} of {len(jobs)} clips to process ({len(jobs) - len(todo)} up to date), "
+        f"{executor} executor; extraction took {time.perf_counter() - started:.1f} s"
+    )
     return results, failures
 
 
