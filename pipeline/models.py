@@ -54,18 +54,40 @@ class MultiBranchClassifier(nn.Module):
         out_dim = self.fusion.out_dim if self.fusion is not None else dims[0]
         self.classifier = nn.Linear(out_dim, num_classes)
 
-    def forward(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+    def head_input(self, name: str, x: Tensor, mask: Tensor) -> Tensor:
+        # A head with raw_input (a fine-tuned CNN on pixels) gets its inputs unstandardised.
+        x = x if getattr(self.heads[name], "raw_input", False) else self.standardize[name](x)
+        return x * mask.unsqueeze(-1)
+
+    def sequences(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+        """Every branch's per-step encoding; a clip without the modality becomes one step
+        holding the branch's absent embedding."""
+        result = []
+        for name in self.names:
+            x, mask = inputs[name]
+            steps, step_mask = self.heads[name].encode(self.head_input(name, x, mask), mask)
+            absent_row = ~step_mask.any(1)
+            if absent_row.any():
+                first_step = torch.zeros_like(step_mask)
+                first_step[:, 0] = True
+                steps = torch.where((absent_row[:, None] & first_step).unsqueeze(-1), self.absent[name], steps)
+                step_mask = torch.where(absent_row[:, None], first_step, step_mask)
+            result.append((steps, step_mask))
+        return result
+
+    def embed(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+        if self.fusion is not None and self.fusion.sequential:
+            return self.fusion(self.sequences(inputs))
         embeddings = []
         for name in self.names:
             x, mask = inputs[name]
-            head = self.heads[name]
-            # A head with raw_input (a fine-tuned CNN on pixels) gets its inputs unstandardised.
-            x = x if getattr(head, "raw_input", False) else self.standardize[name](x)
-            embedding = head(x * mask.unsqueeze(-1), mask)
+            embedding = self.heads[name](self.head_input(name, x, mask), mask)
             present = mask.any(1, keepdim=True)
             embeddings.append(torch.where(present, embedding, self.absent[name].expand_as(embedding)))
-        fused = self.fusion(embeddings) if self.fusion is not None else embeddings[0]
-        return self.classifier(fused)
+        return self.fusion(embeddings) if self.fusion is not None else embeddings[0]
+
+    def forward(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+        return self.classifier(self.embed(inputs))
 
 
 @dataclass(frozen=True)

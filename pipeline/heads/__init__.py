@@ -23,6 +23,15 @@ class TemporalHead(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def encode(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The per-step representation before pooling: ([B, T', embed_dim], mask [B, T']).
+        Sequence fusions (cross-modal attention, leader-follower) and the continuous task read
+        it; T' may be shorter than T when the head pools frames."""
+        raise NotImplementedError(
+            f"head {self.registry_name!r} has no per-step output; sequence fusions and the continuous "
+            "task need one of: stats, attention, blstm, tcn, vgg_blstm"
+        )
+
 
 HEADS: Registry[type[TemporalHead]] = Registry("head")
 
@@ -67,6 +76,11 @@ class StatsHead(TemporalHead):
         present = mask.any(1, keepdim=True).float()
         return self.mlp(torch.cat([mean, std], dim=1)) * present
 
+    def encode(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        # Each step on its own: the statistics of a single frame (itself, standard deviation 0).
+        steps = self.mlp(torch.cat([x, torch.zeros_like(x)], dim=-1))
+        return steps * mask.unsqueeze(-1), mask
+
 
 @HEADS.register("attention")
 class AttentionHead(TemporalHead):
@@ -84,7 +98,10 @@ class AttentionHead(TemporalHead):
         self.pool = AttentionPool(config.hidden)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.pool(self.project(x), mask)
+        return self.pool(*self.encode(x, mask))
+
+    def encode(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.project(x), mask
 
 
 @HEADS.register("blstm")
@@ -105,20 +122,25 @@ class BlstmHead(TemporalHead):
         self.pool = AttentionPool(self.embed_dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.pool(*blstm_over_visible(self.lstm, self.dropout(x), mask))
+        return self.pool(*self.encode(x, mask))
+
+    def encode(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        return blstm_over_visible(self.lstm, self.dropout(x), mask)
 
 
 def blstm_over_visible(lstm: nn.LSTM, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Run a batch-first LSTM over each row's visible steps only: masked steps (frames without
-    a face) are dropped from the sequence rather than fed as zeros. Returns the outputs moved
-    to the front of each row and their mask."""
+    a face) are dropped from the sequence rather than fed as zeros. Outputs are put back at
+    their steps' positions (zeros at masked steps), so they stay aligned with time."""
     lengths = mask.sum(1)
     order = torch.argsort(~mask.bool(), dim=1, stable=True)
     compact = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
     packed = nn.utils.rnn.pack_padded_sequence(compact, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
     output, _ = lstm(packed)
     output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-    return output, torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
+    output = output * (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
+    placed = torch.zeros_like(output).scatter(1, order.unsqueeze(-1).expand_as(output), output)
+    return placed, mask.bool()
 
 
 class TemporalBlock(nn.Module):
@@ -166,11 +188,13 @@ class TcnHead(TemporalHead):
         self.pool = AttentionPool(config.channels)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.pool(*self.encode(x, mask))
+
+    def encode(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         x = x * mask.unsqueeze(-1)
         if self.pool_size > 1:
             x, mask = masked_average_pool(x, mask, self.pool_size)
-        y = self.blocks(self.input(x.transpose(1, 2))).transpose(1, 2)
-        return self.pool(y, mask)
+        return self.blocks(self.input(x.transpose(1, 2))).transpose(1, 2), mask
 
 
 def masked_average_pool(x: Tensor, mask: Tensor, size: int) -> tuple[Tensor, Tensor]:

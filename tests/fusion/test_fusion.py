@@ -11,7 +11,11 @@ def fusion(name, dims=(5, 7), **options):
     return cls(list(dims), cls.Config(**options))
 
 
-@pytest.mark.parametrize("name", FUSIONS.names())
+CLIP_FUSIONS = [n for n in FUSIONS.names() if not FUSIONS.get(n).sequential]
+SEQUENCE_FUSIONS = [n for n in FUSIONS.names() if FUSIONS.get(n).sequential]
+
+
+@pytest.mark.parametrize("name", CLIP_FUSIONS)
 def test_fusion_shapes_and_gradients(name):
     module = fusion(name)
     x, y = torch.randn(4, 5, requires_grad=True), torch.randn(4, 7, requires_grad=True)
@@ -50,4 +54,51 @@ def test_clip_with_a_missing_modality_is_still_predicted(name):
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
     # The missing side enters as the learned "absent" embedding, whatever its padding holds.
     other = model({"face": face, "voice": (torch.randn(2, 8, 4) * 50, voice_mask)})
+    torch.testing.assert_close(logits[1], other[1])
+
+
+@pytest.mark.parametrize("name", SEQUENCE_FUSIONS)
+def test_sequence_fusion_shapes_masks_and_gradients(name):
+    torch.manual_seed(0)
+    module = fusion(name, dropout=0.0)
+    visual = torch.randn(3, 9, 5, requires_grad=True)
+    audio = torch.randn(3, 20, 7, requires_grad=True)
+    visual_mask = torch.ones(3, 9, dtype=torch.bool)
+    visual_mask[1, 4:] = False
+    audio_mask = torch.ones(3, 20, dtype=torch.bool)
+    audio_mask[2, 12:] = False
+    out = module([(visual, visual_mask), (audio, audio_mask)])
+    assert out.shape == (3, module.out_dim) and torch.isfinite(out).all()
+    out.pow(2).sum().backward()
+    assert visual.grad.abs().sum() > 0 and audio.grad.abs().sum() > 0
+    # Masked steps get no gradient: they cannot influence the output.
+    assert visual.grad[1, 4:].abs().max() == 0 and audio.grad[2, 12:].abs().max() == 0
+    steps, step_mask = module.fuse_steps([(visual, visual_mask), (audio, audio_mask)])
+    assert steps.shape[:2] == (3, 9) and torch.equal(step_mask, visual_mask)
+
+
+def test_leader_follower_reads_followers_through_attention_over_the_leader_steps():
+    torch.manual_seed(0)
+    module = fusion("leader_follower", dims=(5, 7), dim=8, heads=2, dropout=0.0).eval()
+    leader = (torch.randn(1, 6, 5), torch.ones(1, 6, dtype=torch.bool))
+    follower = (torch.randn(1, 10, 7), torch.ones(1, 10, dtype=torch.bool))
+    steps, _ = module.fuse_steps([leader, follower])
+    # The first `dim` channels are the projected leader itself, step by step.
+    torch.testing.assert_close(steps[..., :8], module.project[0](leader[0]))
+    # Permuting the follower's steps changes nothing: attention reads it as a set.
+    shuffled = (follower[0][:, torch.randperm(10)], follower[1])
+    torch.testing.assert_close(module.fuse_steps([leader, shuffled])[0], steps, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["attention", "blstm", "tcn", "stats"])
+@pytest.mark.parametrize("name", SEQUENCE_FUSIONS)
+def test_sequence_fusion_runs_on_every_head_with_a_missing_modality(name, head):
+    torch.manual_seed(0)
+    specs = [BranchSpec("face", 6, head, HEADS.get(head).Config()), BranchSpec("voice", 4, "tcn", HEADS.get("tcn").Config())]
+    model = MultiBranchClassifier(specs, 3, name, FUSIONS.get(name).Config()).eval()
+    face = (torch.randn(2, 5, 6), torch.ones(2, 5, dtype=torch.bool))
+    voice_mask = torch.tensor([[True] * 8, [False] * 8])
+    logits = model({"face": face, "voice": (torch.randn(2, 8, 4), voice_mask)})
+    other = model({"face": face, "voice": (torch.randn(2, 8, 4) * 50, voice_mask)})
+    assert torch.isfinite(logits).all()
     torch.testing.assert_close(logits[1], other[1])
