@@ -184,7 +184,7 @@ class CrossModalParams:
 @dataclass(frozen=True)
 class LateFusionParams:
     members: list[str] = field(default_factory=list)
-    method: Literal["weighted", "mean"] = "weighted"
+    method: Literal["weighted", "stacking", "mean"] = "weighted"
     grid_step: float = 0.1
 
 

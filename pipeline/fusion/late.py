@@ -1,10 +1,12 @@
-"""Score-matrix late fusion: a weighted average of the members' class probabilities.
+"""Score-matrix late fusion (MSFF): combine the members' class probabilities.
 
-Weights are searched on a simplex grid to maximise unweighted average recall. For the
-reported out-of-fold result, the weights applied to fold k are fit on the other folds'
-out-of-fold scores only, so no clip's own label ever chooses the weights used on it.
-A clip that a member could not score (e.g. no audio) is fused from the members that did,
-with their weights renormalised.
+``weighted``: a weighted average, weights searched on a simplex grid to maximise unweighted
+average recall. ``stacking``: a multinomial logistic regression on the members' log
+probabilities. ``mean``: equal weights. For the reported out-of-fold result, whatever is
+fit for fold k is fit on the other folds' out-of-fold scores only, so no clip's own label
+ever chooses how it is fused. A clip that a member could not score (e.g. no audio) is fused
+from the members that did (weights renormalised; for stacking, the member's input is the
+uniform distribution plus an "absent" indicator).
 """
 from __future__ import annotations
 
@@ -65,6 +67,34 @@ def fit_weights(probabilities: np.ndarray, present: np.ndarray, labels: np.ndarr
     return best
 
 
+def stacking_inputs(probabilities: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """[N, M * (C + 1)]: each member's log probabilities (uniform where absent) and its absence."""
+    members, _, classes = probabilities.shape
+    filled = np.where(present[..., None], probabilities, 1.0 / classes)
+    logs = np.log(np.clip(filled, 1e-6, 1.0))
+    return np.concatenate([np.concatenate([logs[m], ~present[m, :, None]], axis=1) for m in range(members)], axis=1)
+
+
+def fit_stacking(probabilities: np.ndarray, present: np.ndarray, labels: np.ndarray, seed: int = 0):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed).fit(
+        stacking_inputs(probabilities, present), labels
+    )
+
+
+def stacked(model, probabilities: np.ndarray, present: np.ndarray, num_classes: int) -> np.ndarray:
+    fused = np.zeros((probabilities.shape[1], num_classes))
+    fused[:, model.classes_] = model.predict_proba(stacking_inputs(probabilities, present))
+    return fused
+
+
+def stacking_weights(model, names: list[str], num_classes: int) -> dict[str, float]:
+    """A member's share of the stacker's absolute coefficients: what the report shows as its weight."""
+    magnitude = np.abs(model.coef_).reshape(len(model.coef_), len(names), num_classes + 1).sum(axis=(0, 2))
+    return dict(zip(names, map(float, magnitude / max(magnitude.sum(), 1e-12))))
+
+
 def late_fusion(
     members: dict[str, pd.DataFrame], classes: list[str], method: str, step: float
 ) -> tuple[pd.DataFrame, dict[str, float], dict[int, dict[str, float]]]:
@@ -75,6 +105,16 @@ def late_fusion(
     names = list(members)
     fused = np.zeros((len(clips), len(classes)))
     per_fold = {}
+    if method == "stacking":
+        for fold in np.unique(folds):
+            train, test = folds != fold, folds == fold
+            model = fit_stacking(probabilities[:, train], present[:, train], labels[train])
+            fused[test] = stacked(model, probabilities[:, test], present[:, test], len(classes))
+            per_fold[int(fold)] = stacking_weights(model, names, len(classes))
+        overall = stacking_weights(fit_stacking(probabilities, present, labels), names, len(classes))
+        scores = clips.copy()
+        scores[probability_columns(classes)] = fused
+        return scores, overall, per_fold
     for fold in np.unique(folds):
         train, test = folds != fold, folds == fold
         if method == "mean":

@@ -64,3 +64,23 @@ def test_clip_scored_by_one_member_only_is_kept():
     scores, _, _ = late_fusion({"full": full, "partial": partial}, CLASSES, "mean", 0.1)
     assert len(scores) == 4
     assert scores.loc[scores["clip_id"] == "c3", "p_a"].item() == pytest.approx(0.3)
+
+
+def test_stacking_is_fit_without_the_test_fold_and_learns_which_member_to_trust():
+    rng = np.random.default_rng(0)
+    folds = np.repeat(np.arange(4), 30).tolist()
+    labels_index = rng.integers(0, 2, 120)
+    labels = [CLASSES[i] for i in labels_index]
+    informative = np.clip(np.where(labels_index == 0, 0.75, 0.25) + rng.normal(0, 0.1, 120), 0.01, 0.99)
+    noise = rng.uniform(0.01, 0.99, 120)
+    members = {"good": member(informative, labels, folds), "noise": member(noise, labels, folds)}
+    scores, overall, per_fold = late_fusion(members, CLASSES, "stacking", 0.1)
+    predicted = np.where(scores["p_a"] > 0.5, "a", "b")
+    assert (predicted == scores["label"]).mean() >= 0.85
+    assert overall["good"] > overall["noise"] and all(w["good"] > w["noise"] for w in per_fold.values())
+    # Fold 0's stacker never saw fold 0: flipping fold 0's labels leaves its fused scores unchanged.
+    flipped = {name: frame.assign(label=[("b" if l == "a" else "a") if f == 0 else l for l, f in zip(frame["label"], frame["fold"])])
+               for name, frame in members.items()}
+    again, _, _ = late_fusion(flipped, CLASSES, "stacking", 0.1)
+    fold0 = scores["fold"] == 0
+    np.testing.assert_allclose(again.loc[fold0, "p_a"], scores.loc[fold0, "p_a"])
