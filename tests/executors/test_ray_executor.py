@@ -217,3 +217,33 @@ def test_job_error_is_what_a_raising_processor_yields():
 
     [(job, outcome)] = list(make_executor("local", 1, 1).map(explode, ["x"], desc="t"))
     assert job == "x" and outcome == JobError("ValueError: bad x")
+
+
+def test_an_extractor_config_change_re_extracts_that_extractor_only(demo_jobs, tmp_path):
+    # DVC re-runs an extract@<name> stage when its own params block changes, and only then.
+    from dvc.repo import Repo
+
+    from pipeline.config import load_params
+
+    repo_root = Path(__file__).resolve().parents[2]
+    stages = {stage.addressing: stage for stage in Repo(str(repo_root)).index.stages}
+    for name in load_params(repo_root / "params.yaml", check_components=False).extractors:
+        params = [dep.params for dep in stages[f"extract@{name}"].deps if type(dep).__name__ == "ParamsDependency"]
+        assert params == [[f"extractors.{name}"]]
+
+    # Inside the stage, entries made with another config are the ones redone.
+    jobs = [job for job in demo_jobs if not job.clip_id.startswith("bad_")][:4]
+    audio = FeatureStore(tmp_path / "audio")
+    fill_store(audio, jobs, AudioClipProcessor(str(audio.root), {}, 16000), {}, "audio", 1)
+
+    def extract(name: str, extractor_type: str, options: dict) -> list[str]:
+        processor = ExtractorClipProcessor(str(audio.root), str(tmp_path / name), extractor_type, options, "cpu", 16)
+        results, _ = fill_store(FeatureStore(tmp_path / name), jobs, processor, processor.extractor().identity(), name, 1)
+        return sorted(r.clip_id for r in results)
+
+    everything = sorted(job.clip_id for job in jobs)
+    assert extract("logmel", "logmel", {"n_mels": 40}) == everything
+    assert extract("spectrogram", "spectrogram", {}) == everything
+    assert extract("logmel", "logmel", {"n_mels": 32}) == everything
+    assert extract("spectrogram", "spectrogram", {}) == []
+    assert FeatureStore(tmp_path / "logmel").read(jobs[0].clip_id).arrays["data"].shape[1] == 32
