@@ -111,8 +111,13 @@ class InProcessExecutor:
                 close()
 
 
-def _init_worker(processor: Processor) -> None:
+def _init_worker(processor: Processor, threads: int) -> None:
     global _worker_processor
+    # Each pool process gets its share of the cores: torch and OpenMP default to a thread per
+    # core in every process, and several processes doing so oversubscribe the machine (as
+    # Ray does for its actors). Set before the processor's first job imports torch.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, str(threads))
     _worker_processor = processor
 
 
@@ -129,7 +134,8 @@ class ProcessPoolJobExecutor:
         # spawn, not fork: torch and mediapipe start threads at import, and forking a
         # process that holds their locks can deadlock the children.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(processor,)) as pool:
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(processor, threads)) as pool:
             futures = {pool.submit(_run_job, job): job for job in jobs}
             for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="clip", mininterval=2.0):
                 try:
