@@ -97,6 +97,11 @@ class DataParams:
     # What must not straddle folds: the speaker (speaker-independent CV) or, for corpora
     # with a single speaker, the clip itself.
     group_by: Literal["speaker", "clip"] = "speaker"
+    # A held-out test set (fold -1), predicted by every fold model: the corpus's official
+    # split of that name (e.g. "val" for AFEW/VGAF, whose test labels are not public), and/or
+    # the listed speakers (groups). Empty: out-of-fold evaluation only.
+    test_split: str = ""
+    test_groups: list[str] = field(default_factory=list)
     seed: int = 0
 
 
@@ -176,6 +181,16 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class ContinuousParams:
+    """``task: continuous``: per-step regression of the annotated dimensions."""
+
+    dimensions: list[str] = field(default_factory=lambda: ["valence", "arousal"])
+    rate: float = 5.0   # grid steps per second shared by every branch and the targets
+    window: int = 40    # training window, in steps (the leader-follower paper used 300 frames)
+    hop: int = 20
+
+
+@dataclass(frozen=True)
 class CrossModalParams:
     branches: list[str] = field(default_factory=list)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -198,6 +213,7 @@ class Params:
     branches: dict[str, BranchParams] = field(default_factory=dict)
     train: TrainParams = field(default_factory=TrainParams)
     task: Literal["classification", "continuous"] = "classification"
+    continuous: ContinuousParams = field(default_factory=ContinuousParams)
     fusion: str = "concat"
     cross_modal: CrossModalParams = field(default_factory=CrossModalParams)
     late_fusion: LateFusionParams = field(default_factory=LateFusionParams)

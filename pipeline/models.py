@@ -89,6 +89,29 @@ class MultiBranchClassifier(nn.Module):
     def forward(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
         return self.classifier(self.embed(inputs))
 
+    def predict_steps(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+        """Per-step outputs [B, T, outputs] for the continuous task, every branch on the same
+        T-step grid. A head that pools frames is brought back to the grid (nearest step); a step
+        without the modality reads the branch's absent embedding. Clip-level fusions (concat,
+        fbp) fuse step by step; sequence fusions fuse over time."""
+        length = next(iter(inputs.values()))[0].shape[1]
+        steps = []
+        for name in self.names:
+            x, mask = inputs[name]
+            encoded, step_mask = self.heads[name].encode(self.head_input(name, x, mask), mask)
+            if encoded.shape[1] != length:
+                nearest = torch.arange(length, device=encoded.device) * encoded.shape[1] // length
+                encoded, step_mask = encoded[:, nearest], step_mask[:, nearest]
+            steps.append((torch.where(step_mask.unsqueeze(-1), encoded, self.absent[name]), step_mask))
+        if self.fusion is None:
+            fused = steps[0][0]
+        elif self.fusion.sequential:
+            fused, _ = self.fusion.fuse_steps(steps)
+        else:
+            batch = steps[0][0].shape[0]
+            fused = self.fusion([x.reshape(batch * length, -1) for x, _ in steps]).reshape(batch, length, -1)
+        return self.classifier(fused)
+
 
 @dataclass(frozen=True)
 class ModelSpec:

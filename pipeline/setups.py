@@ -4,7 +4,8 @@
 
 A setup file ``setups/<name>.yaml`` is a JSON merge patch (RFC 7396) of params.yaml:
 mappings merge key by key, any other value replaces, and ``null`` removes a key (so a
-setup drops the demo's branches it does not use). The patched params are validated, written
+setup drops the demo's branches it does not use). One exception: a mapping with a ``type``
+key (a head, an extractor) replaces the old one whole, options included. The patched params are validated, written
 to params.yaml, and ``dvc exp run`` runs them as an experiment, reusing every cached stage
 whose inputs did not change. ``--root`` points the setup at the corpus on this machine.
 """
@@ -23,7 +24,9 @@ PARAMS = Path("params.yaml")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
+    # A mapping that names a ``type`` (a head, an extractor) is a new component: its options
+    # replace the old component's instead of mixing with them.
+    if not isinstance(patch, dict) or "type" in patch:
         return patch
     merged = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.config import TrainParams
+from pipeline.config import Params, TrainParams
 from pipeline.heads import HEADS
 from pipeline.heads.pooled import PooledHead, is_pooled_head, pooled_matrix
 from pipeline.metrics import probability_columns
@@ -58,8 +58,8 @@ def standardize_per_speaker(sequences: Sequences, speakers: dict[str, str]) -> S
             continue
         mean, std = frames.mean(0), np.maximum(frames.std(0), 1e-6)
         for c in clip_ids:
-            x, mask = sequences[c]
-            standardized[c] = (np.where(mask[:, None], (x - mean) / std, 0.0).astype(np.float32), mask)
+            x, mask, *rest = sequences[c]  # rest: timestamps, for the continuous task
+            standardized[c] = (np.where(mask[:, None], (x - mean) / std, 0.0).astype(np.float32), mask, *rest)
     return standardized
 
 
@@ -223,7 +223,7 @@ class FoldJob:
     spec: ModelSpec
     inputs: PaddedInputs
     train_rows: np.ndarray
-    test_rows: np.ndarray
+    predict_rows: np.ndarray
     labels: np.ndarray
     params: TrainParams
     seed: int
@@ -234,7 +234,7 @@ def _run_fold(job: FoldJob) -> tuple[dict, list[dict], np.ndarray]:
     model, curve = _train_fold(
         job.spec.build, job.inputs, job.train_rows, job.labels[job.train_rows], job.spec.num_classes, job.params, job.seed
     )
-    return model.state_dict(), curve, _predict(model, job.inputs, job.test_rows, job.params.batch_size)
+    return model.state_dict(), curve, _predict(model, job.inputs, job.predict_rows, job.params.batch_size)
 
 
 def cross_validate(
@@ -259,26 +259,41 @@ def cross_validate(
     if len(spec.branches) == 1 and spec.fusion is None and is_pooled_head(spec.branches[0].head):
         return _cross_validate_pooled(spec, branch_sequences[spec.branches[0].name], clips, labels, classes, params)
     inputs = PaddedInputs(branch_sequences, clips["clip_id"].tolist())
-    jobs = [
-        FoldJob(spec, inputs, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), labels, params, params.seed * 1000 + int(fold))
-        for fold in sorted(np.unique(folds))
+    jobs = [FoldJob(spec, inputs, train, predicted, labels, params, params.seed * 1000 + fold) for fold, train, predicted in fold_rows(folds)]
+    return _assemble(clips, folds, _map_folds(_run_fold, jobs, params.workers), classes)
+
+
+def fold_rows(folds: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(fold, training rows, rows to predict) per fold. Test clips (fold -1) never train
+    and are predicted by every fold's model, after that fold's own held-out clips."""
+    test = np.flatnonzero(folds < 0)
+    return [
+        (int(fold), np.flatnonzero((folds != fold) & (folds >= 0)), np.concatenate([np.flatnonzero(folds == fold), test]))
+        for fold in sorted(np.unique(folds[folds >= 0]))
     ]
-    outcomes = _map_folds(_run_fold, jobs, params.workers)
-    return _assemble(clips, folds, [job.test_rows for job in jobs], outcomes, classes)
 
 
-def _assemble(clips: pd.DataFrame, folds: np.ndarray, test_rows: list[np.ndarray], outcomes: list, classes: list[str]) -> CrossValidationResult:
+def _score_frame(clips: pd.DataFrame, rows: np.ndarray, fold: int, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(probabilities, columns=probability_columns(classes))
+    frame.insert(0, "label", clips["label"].to_numpy()[rows])
+    frame.insert(0, "fold", fold)
+    frame.insert(0, "clip_id", clips["clip_id"].to_numpy()[rows])
+    return frame
+
+
+def _assemble(clips: pd.DataFrame, folds: np.ndarray, outcomes: list, classes: list[str]) -> CrossValidationResult:
+    """Out-of-fold score rows, plus test rows (fold -1) averaged over the fold models."""
     rows, states, curves = [], [], []
-    for rows_of_fold, (state, curve, probabilities) in zip(test_rows, outcomes):
-        fold = int(folds[rows_of_fold[0]])
-        test = clips.iloc[rows_of_fold]
-        fold_scores = pd.DataFrame(probabilities, columns=probability_columns(classes))
-        fold_scores.insert(0, "label", test["label"].to_numpy())
-        fold_scores.insert(0, "fold", fold)
-        fold_scores.insert(0, "clip_id", test["clip_id"].to_numpy())
-        rows.append(fold_scores)
+    test = np.flatnonzero(folds < 0)
+    test_sum = np.zeros((len(test), len(classes)))
+    for (fold, _, predicted), (state, curve, probabilities) in zip(fold_rows(folds), outcomes):
+        held_out = len(predicted) - len(test)
+        rows.append(_score_frame(clips, predicted[:held_out], fold, probabilities[:held_out], classes))
+        test_sum += probabilities[held_out:]
         states.append(state)
         curves.extend({"fold": fold, **point} for point in curve)
+    if len(test):
+        rows.append(_score_frame(clips, test, -1, test_sum / max(len(outcomes), 1), classes))
     scores = pd.concat(rows, ignore_index=True).sort_values("clip_id").reset_index(drop=True)
     return CrossValidationResult(scores, states, pd.DataFrame(curves, columns=["fold", "epoch", "train_loss", "val_loss"]))
 
@@ -290,7 +305,7 @@ class PooledFoldJob:
     labels: np.ndarray
     groups: np.ndarray
     train_rows: np.ndarray
-    test_rows: np.ndarray
+    predict_rows: np.ndarray
     num_classes: int
     seed: int
 
@@ -298,7 +313,7 @@ class PooledFoldJob:
 def _run_pooled_fold(job: PooledFoldJob) -> tuple[PooledHead, list[dict], np.ndarray]:
     train = job.train_rows
     head = copy.deepcopy(job.head).fit(job.x[train], job.labels[train], job.groups[train], job.num_classes, job.seed)
-    return head, [], head.predict_proba(job.x[job.test_rows])
+    return head, [], head.predict_proba(job.x[job.predict_rows])
 
 
 def _cross_validate_pooled(
@@ -310,8 +325,42 @@ def _cross_validate_pooled(
     groups = clips["speaker"].astype(str).to_numpy()
     folds = clips["fold"].to_numpy()
     jobs = [
-        PooledFoldJob(head, x, labels, groups, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold), len(classes), params.seed * 1000 + int(fold))
-        for fold in sorted(np.unique(folds))
+        PooledFoldJob(head, x, labels, groups, train, predicted, len(classes), params.seed * 1000 + fold)
+        for fold, train, predicted in fold_rows(folds)
     ]
-    outcomes = _map_folds(_run_pooled_fold, jobs, params.workers)
-    return _assemble(clips, folds, [job.test_rows for job in jobs], outcomes, classes)
+    return _assemble(clips, folds, _map_folds(_run_pooled_fold, jobs, params.workers), classes)
+
+
+def output_size(params: Params) -> int:
+    return len(params.continuous.dimensions) if params.task == "continuous" else len(params.data.labels)
+
+
+def load_branch(store: FeatureStore, clip_ids: list[str], params: Params) -> Sequences:
+    """A branch's features; the continuous task also needs their timestamps."""
+    if params.task == "continuous":
+        from pipeline.continuous import load_timed_sequences
+
+        return load_timed_sequences(store, clip_ids)
+    return load_sequences(store, clip_ids)
+
+
+def annotated_clips(manifest: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """The clips a model can learn from: all, or for the continuous task those with a
+    per-frame annotation file (the others are recorded, not fatal)."""
+    if params.task != "continuous":
+        return manifest, []
+    has = manifest["targets"].fillna("").astype(str) != ""
+    missing = [{"clip_id": c, "stage": "train", "reason": "no per-frame annotation (targets) for the continuous task"}
+               for c in manifest.loc[~has, "clip_id"]]
+    return manifest[has], missing
+
+
+def cross_validate_task(spec: ModelSpec, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, params: Params) -> CrossValidationResult:
+    if params.task == "continuous":
+        from pipeline.continuous import cross_validate_continuous
+
+        if params.train.speaker_standardization:
+            speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
+            branch_sequences = {b: standardize_per_speaker(s, speakers) for b, s in branch_sequences.items()}
+        return cross_validate_continuous(spec, branch_sequences, clips, params.train, params.continuous)
+    return cross_validate(spec, branch_sequences, clips, params.data.labels, params.train)

@@ -16,7 +16,7 @@ from pipeline.datasets import DATASETS, DatasetError
 from pipeline.media import MediaError, probe
 
 MANIFEST_COLUMNS = [
-    "clip_id", "path", "audio_path", "label", "speaker", "split", "targets", "fold", "duration_s", "has_video", "has_audio",
+    "clip_id", "path", "audio_path", "label", "speaker", "split", "targets", "fold", "duration_s", "fps", "has_video", "has_audio",
 ]
 
 
@@ -93,13 +93,19 @@ def build_manifest(data: DataParams) -> tuple[pd.DataFrame, list[dict[str, str]]
         except MediaError as error:
             failures.append({"clip_id": clip.clip_id, "stage": "manifest", "reason": str(error)})
             continue
-        rows.append({**clip._asdict(), "duration_s": info.duration_s, "has_video": info.has_video, "has_audio": has_audio})
+        rows.append({**clip._asdict(), "duration_s": info.duration_s, "fps": info.fps, "has_video": info.has_video, "has_audio": has_audio})
     if not rows:
         raise DatasetError(f"no usable clip in {root}; failures: {failures[:5]}")
     manifest = pd.DataFrame(rows)
     groups = manifest["speaker"] if data.group_by == "speaker" else manifest["clip_id"]
-    manifest["fold"] = assign_folds(groups.astype(str), data.folds)
-    if manifest["fold"].nunique() < 2:
+    # The held-out test set (fold -1): the corpus's official test split, or listed groups.
+    test = (manifest["split"] == data.test_split) if data.test_split else pd.Series(False, index=manifest.index)
+    test |= groups.astype(str).isin(data.test_groups)
+    if data.test_split and not test.any():
+        raise DatasetError(f"{root}: data.test_split {data.test_split!r} matches no clip; splits: {sorted(set(manifest['split']))}")
+    manifest["fold"] = -1
+    manifest.loc[~test, "fold"] = assign_folds(groups[~test].astype(str), data.folds)
+    if manifest.loc[~test, "fold"].nunique() < 2:
         raise DatasetError(
             f"{root}: cross-validation needs at least 2 folds, but all {len(manifest)} clips share one "
             f"{data.group_by}; set data.group_by: clip (and data.folds) for a single-speaker corpus"

@@ -107,25 +107,79 @@ def late_fusion(
     per_fold = {}
     if method == "stacking":
         for fold in np.unique(folds):
-            train, test = folds != fold, folds == fold
+            # Test clips (fold -1) are fused with what the labelled folds taught, never fit on.
+            train, test = (folds != fold) & (folds >= 0), folds == fold
             model = fit_stacking(probabilities[:, train], present[:, train], labels[train])
             fused[test] = stacked(model, probabilities[:, test], present[:, test], len(classes))
             per_fold[int(fold)] = stacking_weights(model, names, len(classes))
-        overall = stacking_weights(fit_stacking(probabilities, present, labels), names, len(classes))
+        labelled = folds >= 0
+        overall = stacking_weights(fit_stacking(probabilities[:, labelled], present[:, labelled], labels[labelled]), names, len(classes))
         scores = clips.copy()
         scores[probability_columns(classes)] = fused
         return scores, overall, per_fold
     for fold in np.unique(folds):
-        train, test = folds != fold, folds == fold
+        # Test clips (fold -1) are fused with what the labelled folds taught, never fit on.
+        train, test = (folds != fold) & (folds >= 0), folds == fold
         if method == "mean":
             weights = np.full(len(names), 1 / len(names))
         else:
             weights = fit_weights(probabilities[:, train], present[:, train], labels[train], step)
         fused[test] = combine(probabilities[:, test], present[:, test], weights)
         per_fold[int(fold)] = dict(zip(names, map(float, weights)))
+    labelled = folds >= 0
     overall = (
-        np.full(len(names), 1 / len(names)) if method == "mean" else fit_weights(probabilities, present, labels, step)
+        np.full(len(names), 1 / len(names)) if method == "mean"
+        else fit_weights(probabilities[:, labelled], present[:, labelled], labels[labelled], step)
     )
     scores = clips.copy()
     scores[probability_columns(classes)] = fused
     return scores, dict(zip(names, map(float, overall))), per_fold
+
+
+def _mean_ccc(prediction: np.ndarray, truth: np.ndarray) -> float:
+    from pipeline.metrics import concordance
+
+    return float(np.mean([concordance(prediction[:, d], truth[:, d]) for d in range(truth.shape[1])]))
+
+
+def late_fusion_continuous(
+    members: dict[str, pd.DataFrame], dimensions: list[str], method: str, step: float
+) -> tuple[pd.DataFrame, dict[str, float], dict[int, dict[str, float]]]:
+    """The continuous task's late fusion: a weighted average of the members' per-step
+    predictions, weights searched on the simplex grid for the mean CCC over valid steps (each
+    fold's weights fit on the other labelled folds). Stacking falls back to the weighted
+    search: there are no class scores to stack."""
+    keys = ["clip_id", "time_s"]
+    base = pd.concat([m[keys + ["fold", "valid", *dimensions]] for m in members.values()]).drop_duplicates(keys)
+    base = base.sort_values(keys).reset_index(drop=True)
+    predictions = np.zeros((len(members), len(base), len(dimensions)))
+    present = np.zeros((len(members), len(base)), bool)
+    for m, scores in enumerate(members.values()):
+        merged = base[keys].merge(scores[keys + [f"pred_{d}" for d in dimensions]], on=keys, how="left")
+        has = merged[f"pred_{dimensions[0]}"].notna().to_numpy()
+        predictions[m, has] = merged.loc[has, [f"pred_{d}" for d in dimensions]].to_numpy()
+        present[m, has] = True
+    truth = base[dimensions].to_numpy()
+    valid = base["valid"].astype(bool).to_numpy()
+    folds = base["fold"].to_numpy()
+    names = list(members)
+    grid = simplex_grid(len(names), step) if method != "mean" else np.full((1, len(names)), 1 / len(names))
+
+    def best_weights(rows: np.ndarray) -> np.ndarray:
+        scored = [(_mean_ccc(combine(predictions[:, rows], present[:, rows], w), truth[rows]), -np.abs(w - 1 / len(w)).sum(), i)
+                  for i, w in enumerate(grid)]
+        return grid[max(scored)[2]]
+
+    fused = np.zeros_like(truth, dtype=float)
+    per_fold = {}
+    for fold in np.unique(folds):
+        weights = best_weights((folds != fold) & (folds >= 0) & valid)
+        rows = folds == fold
+        fused[rows] = combine(predictions[:, rows], present[:, rows], weights)
+        per_fold[int(fold)] = dict(zip(names, map(float, weights)))
+    overall = best_weights((folds >= 0) & valid)
+    scores = base.copy()
+    for d, name in enumerate(dimensions):
+        scores[f"pred_{name}"] = fused[:, d]
+    return scores, dict(zip(names, map(float, overall))), per_fold
+

@@ -1,4 +1,4 @@
-"""Classification metrics computed from labels and predictions (numpy only)."""
+"""Classification and continuous-task metrics (numpy only)."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,3 +47,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
         "macro_f1": macro_f1(matrix),
         "recall": {c: float(r) for c, r in zip(classes, recalls)},
     }
+
+
+def concordance(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient of two 1-D series."""
+    prediction, truth = np.asarray(prediction, float), np.asarray(truth, float)
+    mean_p, mean_t = prediction.mean(), truth.mean()
+    covariance = ((prediction - mean_p) * (truth - mean_t)).mean()
+    denominator = prediction.var() + truth.var() + (mean_p - mean_t) ** 2
+    return float(2 * covariance / denominator) if denominator > 0 else 0.0

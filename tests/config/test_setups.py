@@ -16,6 +16,12 @@ def test_merge_patch_merges_mappings_replaces_values_and_removes_nulls():
     assert target == {"a": {"x": 1, "y": 2}, "b": [1, 2], "c": 3}  # not modified in place
 
 
+def test_a_component_with_a_type_replaces_the_old_one_whole():
+    target = {"head": {"type": "attention", "options": {"hidden": 64}}}
+    patch = {"head": {"type": "tcn", "options": {"levels": 3}}}
+    assert setups.merge_patch(target, patch) == patch
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "setups").glob("*.yaml")))
 def test_every_setup_validates_against_the_default_params(name, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
