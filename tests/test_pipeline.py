@@ -72,3 +72,35 @@ def test_fusion_experiment_reuses_every_cached_feature(project):
     assert stages_run(output) == {"fusion", "late_fusion", "evaluate"}, output[-3000:]
     models = json.loads((project / "reports/metrics.json").read_text())["models"]
     assert "fusion_fbp" in models and models["fusion_fbp"]["uar"] > 2 / 7
+
+
+def test_sequence_fusion_experiment_trains_on_cached_features(project):
+    output = run(["dvc", "exp", "run", "-S", "fusion=leader_follower", "-S", "late_fusion.method=stacking"], project)
+    assert stages_run(output) == {"fusion", "late_fusion", "evaluate"}, output[-3000:]
+    models = json.loads((project / "reports/metrics.json").read_text())["models"]
+    assert models["fusion_leader_follower"]["uar"] > 2 / 7
+    weights = json.loads((project / "models/late_fusion/weights.json").read_text())
+    assert weights["method"] == "stacking" and set(weights["weights"]) == {"face", "voice", "prosody", "fusion"}
+    run(["git", "checkout", "--", "params.yaml"], project)
+
+
+def test_continuous_setup_runs_end_to_end_and_reuses_the_features(project):
+    output = run(["python", "-m", "pipeline.setups", "demo_continuous"], project)
+    ran = stages_run(output)
+    # Only the new descriptor extractor runs; the faces, audio, FER and log-Mel stores are reused.
+    assert ran & EXTRACTION_STAGES == set(), output[-3000:]
+    assert "extract@egemaps_lld" in ran
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["task"] == "continuous"
+    for name in ["face", "voice", "prosody", "fusion_leader_follower", "late_fusion"]:
+        for section in ("models", "test"):
+            report = metrics[section][name]
+            assert -1.0 <= report["ccc_valence"] <= 1.0 and -1.0 <= report["ccc_arousal"] <= 1.0
+    # The demo's faces act the emotion, so the face branch follows valence out of fold.
+    assert metrics["models"]["face"]["ccc_valence"] > 0.3, metrics["models"]["face"]
+    scores = pd.read_parquet(project / "models/fusion/scores.parquet")
+    manifest = pd.read_parquet(project / "data/manifest.parquet")
+    held_out = set(manifest.loc[manifest["speaker"] == "spk05", "clip_id"])
+    assert set(scores.loc[scores["fold"] == -1, "clip_id"]) == held_out & set(scores["clip_id"])
+    assert held_out and not held_out & set(scores.loc[scores["fold"] >= 0, "clip_id"])
+    run(["git", "checkout", "--", "params.yaml"], project)

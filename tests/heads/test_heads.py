@@ -84,3 +84,16 @@ def test_masked_average_pool_ignores_masked_frames():
     pooled, pooled_mask = masked_average_pool(x, mask, 2)
     assert pooled.flatten().tolist() == [2.0, 5.0, 0.0]
     assert pooled_mask.tolist() == [[True, True, False]]
+
+
+def test_spectrogram_segments_overlap_and_follow_the_mask():
+    from pipeline.heads.spectrogram_cnn import segment_frames
+
+    x = torch.arange(10, dtype=torch.float32).view(1, 10, 1).expand(1, 10, 2)
+    mask = torch.tensor([[True] * 6 + [False] * 4])
+    segments, visible = segment_frames(x, mask, length=4, hop=2)
+    assert segments.shape == (1, 4, 4, 2)  # starts 0, 2, 4, 6
+    assert segments[0, 1, :, 0].tolist() == [2, 3, 4, 5]
+    assert visible.tolist() == [[True, True, True, False]]  # the last segment is all padding frames
+    short, short_visible = segment_frames(x[:, :3], mask[:, :3], length=4, hop=2)
+    assert short.shape == (1, 1, 4, 2) and short_visible.tolist() == [[True]]
