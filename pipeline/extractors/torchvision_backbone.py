@@ -10,7 +10,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from pipeline.extractors import EXTRACTORS, Extractor, Features
@@ -20,12 +19,19 @@ from pipeline.store import Entry
 
 Architecture = Literal["resnet50", "vgg16"]
 
-# torchvision's ImageNet weights, newest first: their file names are what
-# torchvision.models.*(weights=...) leaves in torch's hub cache.
-STANDARD_WEIGHTS = {
-    "resnet50": (torchvision.models.ResNet50_Weights.IMAGENET1K_V2, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
-    "vgg16": (torchvision.models.VGG16_Weights.IMAGENET1K_V1,),
-}
+ARCHITECTURES = ("resnet50", "vgg16")
+
+
+def standard_weights(arch: str) -> tuple:
+    """torchvision's ImageNet weights, newest first: their file names are what
+    torchvision.models.*(weights=...) leaves in torch's hub cache. (torchvision is imported
+    here, not at module level: every stage that validates params imports this registry.)"""
+    import torchvision
+
+    return {
+        "resnet50": (torchvision.models.ResNet50_Weights.IMAGENET1K_V2, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+        "vgg16": (torchvision.models.VGG16_Weights.IMAGENET1K_V1,),
+    }[arch]
 
 # The checkpoint's classifier is not loaded (VGGFace2 models have 8631 identities, ImageNet
 # 1000 classes); features are the penultimate layer.
@@ -39,6 +45,8 @@ VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)
 
 def build_backbone(arch: str) -> tuple[nn.Module, int]:
     """(torchvision model whose forward returns penultimate-layer features, feature size)."""
+    import torchvision
+
     if arch == "resnet50":
         model = torchvision.models.resnet50(weights=None)
         dim = model.fc.in_features
@@ -48,7 +56,7 @@ def build_backbone(arch: str) -> tuple[nn.Module, int]:
         dim = model.classifier[6].in_features
         model.classifier[6] = nn.Identity()  # fc7 after ReLU (dropout is inactive in eval), 4096-d
     else:
-        raise ValueError(f"unknown backbone {arch!r}; available: {sorted(STANDARD_WEIGHTS)}")
+        raise ValueError(f"unknown backbone {arch!r}; available: {list(ARCHITECTURES)}")
     return model, dim
 
 
@@ -94,7 +102,7 @@ class TorchvisionBackbone(Extractor):
         super().__init__(config, device, batch_size)
         self.input_keys = self.input_keys_for({"crop": config.crop})
         self.checkpoint = locate_checkpoint(
-            config.checkpoint, (w.url for w in STANDARD_WEIGHTS[config.arch]), f"torchvision_backbone {config.arch}"
+            config.checkpoint, (w.url for w in standard_weights(config.arch)), f"torchvision_backbone {config.arch}"
         )
         self.model, self.dim = build_backbone(config.arch)
         load_backbone_weights(self.model, self.checkpoint, CLASSIFIER_PREFIXES[config.arch])
@@ -106,7 +114,7 @@ class TorchvisionBackbone(Extractor):
 
     @property
     def weights_origin(self) -> str:
-        standard = {Path(w.url).name: w for w in STANDARD_WEIGHTS[self.config.arch]}
+        standard = {Path(w.url).name: w for w in standard_weights(self.config.arch)}
         known = standard.get(self.checkpoint.name)
         source = f"torchvision {self.config.arch} {known.name} ({known.url})" if known else f"user checkpoint for torchvision {self.config.arch}"
         return f"{source}; loaded from {self.checkpoint}"

