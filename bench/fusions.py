@@ -29,7 +29,7 @@ EXPERIMENTS = [
     ("fusion=leader_follower", ["-S", "fusion=leader_follower"]),
     ("late_fusion.method=stacking", ["-S", "late_fusion.method=stacking"]),
     ("face head blstm", ["-S", "branches.face.head.type=blstm", "-S", "branches.face.head.options={}"]),
-    ("prosody head lightgbm", ["-S", "branches.prosody.head.type=lightgbm", "-S", "branches.prosody.head.options={}",
+    ("prosody head lightgbm", ["-S", "~branches.prosody.head.options", "-S", "branches.prosody.head.type=lightgbm",
                                "-S", "cross_modal.branches=[face,voice]"]),
 ]
 

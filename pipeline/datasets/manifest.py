@@ -115,6 +115,9 @@ def build_manifest(data: DataParams) -> tuple[pd.DataFrame, list[dict[str, str]]
     return manifest, failures, counts
 
 
+CLIPS = Path("data/clips.parquet")  # the manifest without folds, labels and splits: extraction's input
+
+
 def read_manifest(path: str | Path = "data/manifest.parquet") -> pd.DataFrame:
     path = Path(path)
     if not path.exists():

@@ -1,6 +1,6 @@
 """Stage audio: decode every clip's audio track to mono at the configured sample rate."""
 from pipeline.config import load_params
-from pipeline.datasets.manifest import read_manifest
+from pipeline.datasets.manifest import CLIPS, read_manifest
 from pipeline.extraction import AudioClipProcessor, fill_store, jobs_from_manifest
 from pipeline.store import FeatureStore
 
@@ -9,7 +9,7 @@ STORE = "features/audio"
 
 def main() -> None:
     params = load_params()
-    manifest = read_manifest()
+    manifest = read_manifest(CLIPS)
     identity = {"stage": "audio", "sample_rate": params.audio.sample_rate}
     processor = AudioClipProcessor(STORE, identity, params.audio.sample_rate)
     no_audio = [

@@ -2,7 +2,7 @@
 import sys
 
 from pipeline.config import load_params
-from pipeline.datasets.manifest import read_manifest
+from pipeline.datasets.manifest import CLIPS, read_manifest
 from pipeline.extraction import ExtractorClipProcessor, fill_store, jobs_from_manifest
 from pipeline.store import FeatureStore
 
@@ -14,7 +14,7 @@ def main(name: str) -> None:
     spec = params.extractors[name]
     input_store = FeatureStore(f"features/{spec.input}")
     available = set(input_store.clip_ids())
-    jobs = [job for job in jobs_from_manifest(read_manifest()) if job.clip_id in available]
+    jobs = [job for job in jobs_from_manifest(read_manifest(CLIPS)) if job.clip_id in available]
     processor = ExtractorClipProcessor(str(input_store.root), f"features/{name}", spec.type, spec.options, spec.device, spec.batch_size)
     extractor = processor.extractor()
     print(f"extract@{name}: {spec.type} on {extractor.device}; weights {extractor.weights_origin or 'none'}")

@@ -5,7 +5,7 @@ from dataclasses import asdict
 import pandas as pd
 
 from pipeline.config import EXECUTION_KEYS, load_params
-from pipeline.datasets.manifest import read_manifest
+from pipeline.datasets.manifest import CLIPS, read_manifest
 from pipeline.extraction import FaceClipProcessor, fill_store, jobs_from_manifest
 from pipeline.store import FeatureStore
 
@@ -17,7 +17,7 @@ def main() -> None:
     # manifest stage before it, and by each extract/train stage) spares it importing torch.
     params = load_params(check_components=False)
     faces = params.faces
-    manifest = read_manifest()
+    manifest = read_manifest(CLIPS)
     identity = {"stage": "faces", **{k: v for k, v in asdict(faces).items() if k not in EXECUTION_KEYS}}
     processor = FaceClipProcessor(
         STORE, identity, faces.fps, faces.min_detection_confidence, faces.crop_size, faces.gray_size, faces.detector,

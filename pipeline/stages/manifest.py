@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import load_params
-from pipeline.datasets.manifest import build_manifest
+from pipeline.datasets.manifest import CLIPS, build_manifest
 from pipeline.store import FAILURE_COLUMNS
 
 MANIFEST = Path("data/manifest.parquet")
@@ -17,6 +17,9 @@ def main() -> None:
     manifest, failures, counts = build_manifest(params.data)
     MANIFEST.parent.mkdir(parents=True, exist_ok=True)
     manifest.to_parquet(MANIFEST, index=False)
+    # Extraction reads the clips without folds or labels, so that a new fold assignment, test
+    # split or label map re-runs training but never extraction.
+    manifest.drop(columns=["fold", "split", "label", "targets"]).to_parquet(CLIPS, index=False)
     pd.DataFrame(failures, columns=FAILURE_COLUMNS).to_csv(FAILURES, index=False)
     print(f"manifest: {json.dumps(counts)}; speakers={manifest['speaker'].nunique()} folds={manifest['fold'].nunique()}")
     for failure in failures:
