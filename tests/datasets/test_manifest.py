@@ -69,3 +69,19 @@ def test_k_folds_keep_speakers_together_and_balance_sizes():
     assert pd.DataFrame({"s": speakers, "f": folds}).groupby("s")["f"].nunique().eq(1).all()
     with pytest.raises(DatasetError, match="only 4 speakers"):
         assign_folds(speakers, 5)
+
+
+def test_held_out_test_groups_and_official_split_get_fold_minus_one(tmp_path, clip_factory):
+    rows = [("ok1.mp4", "happy", "s1"), ("ok2.mp4", "sad", "s2"), ("ok3.mp4", "sad", "s3"), ("ok4.mp4", "happy", "s4")]
+    params = dataset(tmp_path, clip_factory, rows)
+    manifest, _, _ = build_manifest(DataParams(**{**params.__dict__, "test_groups": ["s4"]}))
+    folds = dict(zip(manifest["clip_id"], manifest["fold"]))
+    assert folds["ok4"] == -1 and sorted(folds[c] for c in ("ok1", "ok2", "ok3")) == [0, 1, 2]
+
+    table = pd.read_csv(tmp_path / "labels.csv")
+    table["split"] = ["train", "train", "train", "val"]
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    manifest, _, _ = build_manifest(DataParams(**{**params.__dict__, "test_split": "val"}))
+    assert manifest.set_index("clip_id")["fold"].to_dict() == {"ok1": 0, "ok2": 1, "ok3": 2, "ok4": -1}
+    with pytest.raises(DatasetError, match="test_split 'test' matches no clip"):
+        build_manifest(DataParams(**{**params.__dict__, "test_split": "test"}))
