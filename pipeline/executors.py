@@ -283,11 +283,18 @@ class RayExecutor:
                 ray.kill(actor)
 
 
+MIN_JOBS_PER_WORKER = 8
+
+
 def make_executor(kind: str, workers: int, num_jobs: int, num_gpus: float = 0.0) -> Executor:
     if kind == "ray":
         return RayExecutor(workers, num_gpus)
     if kind != "local":
         raise ValueError(f"unknown executor {kind!r}; available: {list(EXECUTORS)}")
-    if workers <= 1 or num_jobs <= 1:
+    # A pool worker costs seconds before its first clip (interpreter, torch or mediapipe
+    # imports, model), more than a few clips do, while the stage process already holds the
+    # model: a small batch of clips (e.g. the few new ones of an incremental run) stays here.
+    pool_size = min(workers, num_jobs // MIN_JOBS_PER_WORKER)
+    if pool_size <= 1:
         return InProcessExecutor()
-    return ProcessPoolJobExecutor(min(workers, num_jobs))
+    return ProcessPoolJobExecutor(pool_size)
