@@ -141,7 +141,10 @@ def test_failed_workers_leave_their_clips_out_and_a_rerun_redoes_only_those(ray_
     failed = {r.clip_id for r in results if not r.ok}
     reasons = {f["clip_id"]: f["reason"] for f in failures}
     assert {raising, written} <= failed
-    assert "decoder exploded on" in reasons[raising] and "lost after writing" in reasons[written]
+    assert "decoder exploded on" in reasons[raising]
+    # An actor holds two clips at a time: when the killed clip shares its actor with `written`,
+    # that clip is reported lost with the actor before its own error comes back.
+    assert "lost after writing" in reasons[written] or (flaky.kills_worker and "worker died" in reasons[written])
     if flaky.kills_worker:
         assert killed in failed
         assert "worker died" in reasons[killed]
