@@ -10,7 +10,6 @@ centering.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,17 +208,12 @@ def train_fold(spec: ModelSpec, clips: list[GridClip], train: np.ndarray, params
     branches = [b.name for b in spec.branches]
     model = spec.build()
     _fit_standardizers(model, clips, fit)
-    from pipeline.training import parameter_groups
+    from pipeline.training import fit_with_early_stopping, parameter_groups
 
     optimizer = torch.optim.AdamW(parameter_groups(model, params.lr), lr=params.lr, weight_decay=params.weight_decay)
     fit_spans = windows(clips, fit, continuous.window, continuous.hop)
     val_batch = _batch(clips, windows(clips, val, continuous.window, continuous.window), branches) if held else None
-    best, best_state, stale, curve = float("inf"), copy.deepcopy(model.state_dict()), 0, []
-    for epoch in range(params.epochs):
-        for module in model.modules():
-            if module is not model and hasattr(module, "on_epoch_start"):
-                module.on_epoch_start(epoch)
-        model.train()
+    def train_epoch() -> float:
         order = rng.permutation(len(fit_spans))
         total = 0.0
         for start in range(0, len(order), params.batch_size):
@@ -229,21 +223,12 @@ def train_fold(spec: ModelSpec, clips: list[GridClip], train: np.ndarray, params
             loss.backward()
             optimizer.step()
             total += loss.item() * min(params.batch_size, len(order) - start)
-        train_loss = total / max(len(fit_spans), 1)
-        if val_batch is not None:
-            model.eval()
-            with torch.no_grad():
-                val_loss = ccc_loss(model.predict_steps(val_batch[0]), val_batch[1], val_batch[2]).item()
-        else:
-            val_loss = train_loss
-        curve.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-        if val_loss < best - 1e-4:
-            best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= params.patience:
-                break
-    model.load_state_dict(best_state)
+        return total / max(len(fit_spans), 1)
+
+    def validation_loss() -> float:
+        return ccc_loss(model.predict_steps(val_batch[0]), val_batch[1], val_batch[2]).item()
+
+    curve = fit_with_early_stopping(model, params, train_epoch, validation_loss if val_batch is not None else None)
     return model, curve
 
 

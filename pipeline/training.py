@@ -169,12 +169,7 @@ def _train_fold(
     targets = torch.from_numpy(train_labels)
     val_inputs = inputs.take(train_rows[val]) if len(val) else None
 
-    best_loss, best_state, stale, curve = float("inf"), copy.deepcopy(model.state_dict()), 0, []
-    for epoch in range(params.epochs):
-        for module in model.modules():
-            if module is not model and hasattr(module, "on_epoch_start"):
-                module.on_epoch_start(epoch)  # e.g. a fine-tuned CNN unfreezing its next block
-        model.train()
+    def train_epoch() -> float:
         order = fit[rng.permutation(len(fit))]
         epoch_loss = 0.0
         for start in range(0, len(order), params.batch_size):
@@ -184,22 +179,43 @@ def _train_fold(
             loss.backward()
             optimizer.step()
             epoch_loss += loss.item() * len(rows)
-        train_loss = epoch_loss / len(fit)
-        if val_inputs is not None:
+        return epoch_loss / len(fit)
+
+    def validation_loss() -> float:
+        return loss_fn(model(val_inputs), targets[val]).item()
+
+    curve = fit_with_early_stopping(model, params, train_epoch, validation_loss if val_inputs is not None else None)
+    return model, curve
+
+
+def fit_with_early_stopping(
+    model: nn.Module, params: TrainParams, train_epoch: Callable[[], float], validation_loss: Callable[[], float] | None
+) -> list[dict]:
+    """Epochs until the validation loss (the training loss without a validation part) stops
+    improving for ``params.patience`` epochs; the model is left with its best weights.
+    Returns the training curve."""
+    best, best_state, stale, curve = float("inf"), copy.deepcopy(model.state_dict()), 0, []
+    for epoch in range(params.epochs):
+        for module in model.modules():
+            if module is not model and hasattr(module, "on_epoch_start"):
+                module.on_epoch_start(epoch)  # e.g. a fine-tuned CNN unfreezing its next block
+        model.train()
+        train_loss = train_epoch()
+        if validation_loss is not None:
             model.eval()
             with torch.no_grad():
-                val_loss = loss_fn(model(val_inputs), targets[val]).item()
+                val_loss = validation_loss()
         else:
             val_loss = train_loss
         curve.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        if val_loss < best - 1e-4:
+            best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
             if stale >= params.patience:
                 break
     model.load_state_dict(best_state)
-    return model, curve
+    return curve
 
 
 def empty_result(classes: list[str]) -> CrossValidationResult:
