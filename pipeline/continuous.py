@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from pipeline.config import ContinuousParams, TrainParams
+from pipeline.datasets import read_frame_targets
 from pipeline.metrics import concordance
 from pipeline.models import ModelSpec
 from pipeline.store import FeatureStore
@@ -89,26 +90,6 @@ def resample(frames: np.ndarray, mask: np.ndarray, timestamps: np.ndarray, grid:
     return out, visible
 
 
-def read_targets(path: str, dimensions: list[str], fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times [N], values [N, D], valid [N]) of a per-frame annotation file. A ``time_s``
-    column gives the times (the demo); otherwise row i is video frame i (Aff-Wild2), and
-    Aff-Wild2's -5 marks a frame without annotation."""
-    table = pd.read_csv(path)
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    missing = [d for d in dimensions if d not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: annotation has no column(s) {missing}; columns: {list(table.columns)}")
-    if "time_s" in table.columns:
-        times = table["time_s"].to_numpy(float)
-    elif fps > 0:
-        times = np.arange(len(table)) / fps
-    else:
-        raise ValueError(f"{path}: no time_s column and the video's frame rate is unknown")
-    values = table[dimensions].to_numpy(np.float32)
-    valid = ~(values == -5).any(1) & np.isfinite(values).all(1)
-    return times, values, valid
-
-
 def targets_on_grid(times: np.ndarray, values: np.ndarray, valid: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Linear interpolation of the valid annotations; steps beyond the annotated span, or
     whose nearest annotation is invalid, are not scored."""
@@ -145,7 +126,7 @@ def grid_clips(
                 features[branch] = resample(*sequences[row.clip_id], grid, rate)
             else:
                 features[branch] = (np.zeros((len(grid), dim), np.float32), np.zeros(len(grid), bool))
-        times, values, valid = read_targets(row.targets, dimensions, float(getattr(row, "fps", 0.0) or 0.0))
+        times, values, valid = read_frame_targets(row.targets, dimensions, float(getattr(row, "fps", 0.0) or 0.0))
         targets, target_valid = targets_on_grid(times, values, valid, grid)
         result.append(GridClip(row.clip_id, features, targets, target_valid))
     return result

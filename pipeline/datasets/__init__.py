@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from pipeline.registry import Registry
@@ -323,11 +324,21 @@ class AffWild2(DatasetAdapter):
         return clip_table(rows, root)
 
 
-def read_affwild2_targets(path: str | Path) -> pd.DataFrame:
-    """Per-frame valence/arousal with a ``valid`` flag (False where the file says -5)."""
+def read_frame_targets(path: str, dimensions: list[str], fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times [N], values [N, D], valid [N]) of a per-frame annotation file. A ``time_s``
+    column gives the times (the demo); otherwise row i is video frame i (Aff-Wild2), and
+    Aff-Wild2's -5 marks a frame without annotation."""
     table = pd.read_csv(path)
-    table.columns = [c.strip().lower() for c in table.columns]
-    if list(table.columns[:2]) != ["valence", "arousal"]:
-        raise DatasetError(f"{path}: expected a 'valence,arousal' header, got {list(table.columns)}")
-    table["valid"] = (table["valence"] != -5) & (table["arousal"] != -5)
-    return table
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    missing = [d for d in dimensions if d not in table.columns]
+    if missing:
+        raise DatasetError(f"{path}: annotation has no column(s) {missing}; columns: {list(table.columns)}")
+    if "time_s" in table.columns:
+        times = table["time_s"].to_numpy(float)
+    elif fps > 0:
+        times = np.arange(len(table)) / fps
+    else:
+        raise DatasetError(f"{path}: no time_s column and the video's frame rate is unknown")
+    values = table[dimensions].to_numpy(np.float32)
+    valid = ~(values == -5).any(1) & np.isfinite(values).all(1)
+    return times, values, valid

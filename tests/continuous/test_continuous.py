@@ -5,8 +5,9 @@ import torch
 
 from pipeline.config import ContinuousParams, TrainParams
 from pipeline.continuous import (
-    ccc_centering, ccc_loss, cross_validate_continuous, read_targets, resample, targets_on_grid, time_grid,
+    ccc_centering, ccc_loss, cross_validate_continuous, resample, targets_on_grid, time_grid,
 )
+from pipeline.datasets import read_frame_targets
 from pipeline.evaluation import continuous_report
 from pipeline.metrics import concordance
 from pipeline.models import ModelSpec, branch_spec
@@ -71,7 +72,7 @@ def test_targets_are_interpolated_and_invalid_frames_are_not_scored(tmp_path):
     path = tmp_path / "video.txt"
     values = ["valence,arousal"] + [f"{i / 10:.1f},{-i / 10:.1f}" for i in range(10)] + ["-5,-5"] * 5
     path.write_text("\n".join(values) + "\n")
-    times, table, valid = read_targets(str(path), ["valence", "arousal"], fps=10.0)
+    times, table, valid = read_frame_targets(str(path), ["valence", "arousal"], fps=10.0)
     assert valid.tolist() == [True] * 10 + [False] * 5
     on_grid, scored = targets_on_grid(times, table, valid, np.array([0.05, 0.5, 1.2, 3.0]))
     assert on_grid[0].tolist() == pytest.approx([0.05, -0.05])

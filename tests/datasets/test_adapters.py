@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DataParams
-from pipeline.datasets import DATASETS, DatasetError, read_affwild2_targets
+from pipeline.datasets import DATASETS, DatasetError, read_frame_targets
 from pipeline.datasets.manifest import build_manifest
 
 
@@ -82,8 +82,9 @@ def test_affwild2_annotations_splits_and_ignored_frames(tree):
     table = clips("affwild2", root)
     assert table.loc["video10_1_left", ["speaker", "split"]].tolist() == ["video10_1", "val"]
     assert table.loc["118-30-640x480", "path"].endswith("118-30-640x480.mp4")
-    targets = read_affwild2_targets(table.loc["118-30-640x480", "targets"])
-    assert targets["valid"].tolist() == [True, False, True]
+    times, values, valid = read_frame_targets(table.loc["118-30-640x480", "targets"], ["valence", "arousal"], fps=30.0)
+    assert valid.tolist() == [True, False, True]
+    assert times.tolist() == pytest.approx([0.0, 1 / 30, 2 / 30]) and values[2].tolist() == pytest.approx([0.3, 0.4])
     manifest, _, _ = build_manifest(DataParams(dataset="affwild2", root=str(root), labels=[]))
     assert set(manifest["split"]) == {"train", "val"}
 
