@@ -59,13 +59,16 @@ class MultiBranchClassifier(nn.Module):
         x = x if getattr(self.heads[name], "raw_input", False) else self.standardize[name](x)
         return x * mask.unsqueeze(-1)
 
+    def encode(self, name: str, inputs: dict[str, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        x, mask = inputs[name]
+        return self.heads[name].encode(self.head_input(name, x, mask), mask)
+
     def sequences(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
         """Every branch's per-step encoding; a clip without the modality becomes one step
         holding the branch's absent embedding."""
         result = []
         for name in self.names:
-            x, mask = inputs[name]
-            steps, step_mask = self.heads[name].encode(self.head_input(name, x, mask), mask)
+            steps, step_mask = self.encode(name, inputs)
             absent_row = ~step_mask.any(1)
             if absent_row.any():
                 first_step = torch.zeros_like(step_mask)
@@ -97,8 +100,7 @@ class MultiBranchClassifier(nn.Module):
         length = next(iter(inputs.values()))[0].shape[1]
         steps = []
         for name in self.names:
-            x, mask = inputs[name]
-            encoded, step_mask = self.heads[name].encode(self.head_input(name, x, mask), mask)
+            encoded, step_mask = self.encode(name, inputs)
             if encoded.shape[1] != length:
                 nearest = torch.arange(length, device=encoded.device) * encoded.shape[1] // length
                 encoded, step_mask = encoded[:, nearest], step_mask[:, nearest]

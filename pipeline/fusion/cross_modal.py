@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from pipeline.heads import AttentionPool
 from pipeline.registry import Registry
 
 
@@ -80,6 +81,13 @@ class FactorizedBilinearPooling(Fusion):
         return nn.functional.normalize(pooled, dim=1)
 
 
+@dataclass(frozen=True)
+class AttentionFusionConfig:
+    dim: int = 64      # every modality is projected to this size before attention
+    heads: int = 4
+    dropout: float = 0.3
+
+
 class SequenceFusion(Fusion):
     """A fusion over time: reads every modality's per-step sequence (the heads' ``encode``)
     with its mask, instead of one pooled embedding per modality."""
@@ -112,18 +120,12 @@ class CrossModalAttention(SequenceFusion):
     residual connections and layer norm; each side is attention-pooled and the two are
     concatenated."""
 
-    @dataclass(frozen=True)
-    class Config:
-        dim: int = 64
-        heads: int = 4
-        dropout: float = 0.3
+    Config = AttentionFusionConfig
 
     def __init__(self, input_dims: list[int], config: Config) -> None:
         super().__init__()
         if len(input_dims) != 2:
             raise ValueError(f"cross_attention fuses exactly two modalities, got {len(input_dims)}")
-        from pipeline.heads import AttentionPool
-
         self.project = nn.ModuleList(nn.Linear(d, config.dim) for d in input_dims)
         self.attend = nn.ModuleList(nn.MultiheadAttention(config.dim, config.heads, dropout=config.dropout, batch_first=True) for _ in input_dims)
         self.norm = nn.ModuleList(nn.LayerNorm(config.dim) for _ in input_dims)
@@ -159,18 +161,12 @@ class LeaderFollowerAttention(SequenceFusion):
     with the leader's steps as queries, and the attended followers are concatenated with the
     leader at every leader step."""
 
-    @dataclass(frozen=True)
-    class Config:
-        dim: int = 64
-        heads: int = 4
-        dropout: float = 0.3
+    Config = AttentionFusionConfig
 
     def __init__(self, input_dims: list[int], config: Config) -> None:
         super().__init__()
         if len(input_dims) < 2:
             raise ValueError("leader_follower needs a leader and at least one follower")
-        from pipeline.heads import AttentionPool
-
         self.project = nn.ModuleList(nn.Linear(d, config.dim) for d in input_dims)
         self.attend = nn.ModuleList(
             nn.MultiheadAttention(config.dim, config.heads, dropout=config.dropout, batch_first=True) for _ in input_dims[1:]

@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import confusion_matrix, probability_columns, unweighted_average_recall
+from pipeline.metrics import concordance, confusion_matrix, probability_columns, unweighted_average_recall
 
 
 def align_members(members: dict[str, pd.DataFrame], classes: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -137,8 +137,6 @@ def late_fusion(
 
 
 def _mean_ccc(prediction: np.ndarray, truth: np.ndarray) -> float:
-    from pipeline.metrics import concordance
-
     return float(np.mean([concordance(prediction[:, d], truth[:, d]) for d in range(truth.shape[1])]))
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.heads import HEADS
+from pipeline.metrics import confusion_matrix, unweighted_average_recall
 
 STATISTICS = ("mean", "std", "p10", "p50", "p90")
 
@@ -42,11 +43,6 @@ def pooled_matrix(sequences: dict[str, tuple[np.ndarray, np.ndarray]], clip_ids:
     single_frame = all(len(sequences[c][0]) <= 1 for c in clip_ids)
     used = ["mean"] if single_frame else statistics
     return np.stack([pool_statistics(*sequences[c], used) for c in clip_ids])
-
-
-def _uar(truth: np.ndarray, predicted: np.ndarray) -> float:
-    recalls = [np.mean(predicted[truth == c] == c) for c in np.unique(truth)]
-    return float(np.mean(recalls))
 
 
 class PooledHead:
@@ -112,7 +108,7 @@ class _GridSearchedLinear(PooledHead):
                 for c in grid:
                     model = self._estimator(c, seed).fit(fit_inputs, y[train])
                     decisions[c][test] = self._decisions(model, test_inputs)
-            scores = {c: _uar(y, seen[decisions[c].argmax(1)]) for c in grid}
+            scores = {c: unweighted_average_recall(confusion_matrix(y, seen[decisions[c].argmax(1)], num_classes)) for c in grid}
             # Ties go to the smaller C: the more regularised model.
             best_c = max(grid, key=lambda c: (round(scores[c], 9), -c))
             self.chosen = {"C": best_c, "inner_uar": scores}
