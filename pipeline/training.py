@@ -63,6 +63,13 @@ def standardize_per_speaker(sequences: Sequences, speakers: dict[str, str]) -> S
     return standardized
 
 
+def _speaker_standardized(branch_sequences: dict[str, Sequences], clips: pd.DataFrame, params: TrainParams) -> dict[str, Sequences]:
+    if not params.speaker_standardization:
+        return branch_sequences
+    speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
+    return {branch: standardize_per_speaker(sequences, speakers) for branch, sequences in branch_sequences.items()}
+
+
 @dataclass
 class CrossValidationResult:
     scores: pd.DataFrame          # clip_id, fold, label, p_<class>...
@@ -267,9 +274,7 @@ def cross_validate(
     """
     class_index = {c: i for i, c in enumerate(classes)}
     clips = clips.reset_index(drop=True)
-    if params.speaker_standardization:
-        speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
-        branch_sequences = {b: standardize_per_speaker(s, speakers) for b, s in branch_sequences.items()}
+    branch_sequences = _speaker_standardized(branch_sequences, clips, params)
     labels = clips["label"].map(class_index).to_numpy()
     folds = clips["fold"].to_numpy()
     if len(spec.branches) == 1 and spec.fusion is None and is_pooled_head(spec.branches[0].head):
@@ -375,8 +380,6 @@ def cross_validate_task(spec: ModelSpec, branch_sequences: dict[str, Sequences],
     if params.task == "continuous":
         from pipeline.continuous import cross_validate_continuous
 
-        if params.train.speaker_standardization:
-            speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
-            branch_sequences = {b: standardize_per_speaker(s, speakers) for b, s in branch_sequences.items()}
+        branch_sequences = _speaker_standardized(branch_sequences, clips, params.train)
         return cross_validate_continuous(spec, branch_sequences, clips, params.train, params.continuous)
     return cross_validate(spec, branch_sequences, clips, params.data.labels, params.train)
