@@ -21,7 +21,6 @@ from pipeline.config import ContinuousParams, TrainParams
 from pipeline.datasets import read_frame_targets
 from pipeline.metrics import concordance
 from pipeline.models import ModelSpec
-from pipeline.store import FeatureStore
 
 # clip_id -> (frames [T, D], mask [T], timestamps [T])
 TimedSequences = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -52,15 +51,6 @@ def ccc_centering(predictions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     weights = np.where(weights.sum(0, keepdims=True) > 0, weights, 1.0)
     weights = weights / weights.sum(0, keepdims=True)
     return np.einsum("md,mnd->nd", weights, stacked), weights
-
-
-def load_timed_sequences(store: FeatureStore, clip_ids: list[str]) -> TimedSequences:
-    indexed = set(store.clip_ids()) & set(clip_ids)
-    sequences = {}
-    for clip_id in sorted(indexed):
-        entry = store.read(clip_id, ["data", "mask", "timestamps"])
-        sequences[clip_id] = (entry.arrays["data"].astype(np.float32), entry.arrays["mask"].astype(bool), entry.arrays["timestamps"])
-    return sequences
 
 
 def time_grid(duration_s: float, rate: float) -> np.ndarray:

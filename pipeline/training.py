@@ -33,14 +33,16 @@ def feature_dim(sequences: Sequences) -> int:
     return next(iter(sequences.values()))[0].shape[1] if sequences else 0
 
 
-def load_sequences(store: FeatureStore, clip_ids: list[str] | None = None) -> Sequences:
-    """Features of every indexed clip (or of ``clip_ids`` that have an entry)."""
+def load_sequences(store: FeatureStore, clip_ids: list[str] | None = None, with_timestamps: bool = False) -> Sequences:
+    """Features of every indexed clip (or of ``clip_ids`` that have an entry); with
+    ``with_timestamps`` each also carries its frames' times (the continuous task's grid)."""
     indexed = set(store.clip_ids())
     wanted = indexed if clip_ids is None else indexed & set(clip_ids)
+    keys = ["data", "mask", "timestamps"] if with_timestamps else ["data", "mask"]
     sequences = {}
     for clip_id in sorted(wanted):
-        entry = store.read(clip_id, ["data", "mask"])
-        sequences[clip_id] = (entry.arrays["data"].astype(np.float32), entry.arrays["mask"].astype(bool))
+        arrays = store.read(clip_id, keys).arrays
+        sequences[clip_id] = (arrays["data"].astype(np.float32), arrays["mask"].astype(bool), *([arrays["timestamps"]] if with_timestamps else []))
     return sequences
 
 
@@ -358,11 +360,7 @@ def output_size(params: Params) -> int:
 
 def load_branch(store: FeatureStore, clip_ids: list[str], params: Params) -> Sequences:
     """A branch's features; the continuous task also needs their timestamps."""
-    if params.task == "continuous":
-        from pipeline.continuous import load_timed_sequences
-
-        return load_timed_sequences(store, clip_ids)
-    return load_sequences(store, clip_ids)
+    return load_sequences(store, clip_ids, with_timestamps=params.task == "continuous")
 
 
 def annotated_clips(manifest: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, list[dict[str, str]]]:
