@@ -3,9 +3,10 @@
 Stages describe the work as a picklable *processor* (a callable that builds its heavy state,
 e.g. a loaded model or a mediapipe graph, lazily on its first job) and a list of jobs; an
 executor decides where the processor runs. ``local`` with one worker runs in-process; with
-more workers each pool process receives one copy of the processor and keeps it for all its
-jobs, so the state is built once per process. ``ray`` runs one stateful actor per worker on
-a Ray cluster (the one ``RAY_ADDRESS`` names, else a local instance started for the stage).
+more, the stage process works on the clips itself beside ``workers - 1`` helper processes,
+each of which receives one copy of the processor and keeps it for all its clips, so the
+state is built once per process. ``ray`` runs one stateful actor per worker on a Ray
+cluster (the one ``RAY_ADDRESS`` names, else a local instance started for the stage).
 
 Every executor yields ``(job, result)`` pairs, where a job that raised, or whose worker died
 under it, yields a :class:`JobError` instead of stopping the stage: the caller records it and
@@ -19,12 +20,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
+import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from tqdm import tqdm
 
@@ -96,53 +100,180 @@ def read_ahead(items: Iterator[Any], depth: int = 8) -> Iterator[Any]:
         producer.join()
 
 
+def _run_here(processor: Processor, jobs: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+    """Run ``processor`` on ``jobs`` in this process; closes it when done."""
+    try:
+        for job in jobs:
+            try:
+                result = processor(job)
+            except Exception as error:  # one bad clip must not stop the others
+                result = JobError(describe(error))
+            yield job, result
+    finally:
+        close = getattr(processor, "close", None)
+        if close is not None:
+            close()
+
+
 class InProcessExecutor:
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
-        try:
-            for job in tqdm(jobs, desc=desc, unit="clip", mininterval=2.0):
-                try:
-                    result = processor(job)
-                except Exception as error:  # one bad clip must not stop the others
-                    result = JobError(describe(error))
-                yield job, result
-        finally:
-            close = getattr(processor, "close", None)
-            if close is not None:
-                close()
+        yield from _run_here(processor, tqdm(jobs, desc=desc, unit="clip", mininterval=2.0))
 
 
-def _init_worker(processor: Processor, threads: int) -> None:
-    global _worker_processor
-    # Each pool process gets its share of the cores: torch and OpenMP default to a thread per
+def _limit_threads(threads: int) -> None:
+    # Each process gets its share of the cores: torch and OpenMP default to a thread per
     # core in every process, and several processes doing so oversubscribe the machine (as
     # Ray does for its actors). Set before the processor's first job imports torch.
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, str(threads))
-    _worker_processor = processor
 
 
-def _run_job(job: Any) -> Any:
-    assert _worker_processor is not None, "worker used before its initializer ran"
-    return _worker_processor(job)
+def _helper_main(helper: int, payload: bytes, threads: int, inbox, outbox) -> None:
+    """A helper process of :class:`SharedWorkExecutor`: says it is ready, then runs the clips
+    the stage process hands it, one at a time, until it receives None."""
+    _limit_threads(threads)
+    processor = pickle.loads(payload)  # after the thread limits: unpickling may import torch
+    outbox.put((helper, None, None))
+    for job, result in _run_here(processor, iter(inbox.get, None)):
+        outbox.put((helper, job, result))
 
 
-class ProcessPoolJobExecutor:
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """The stage process's share of the cores for torch, if it has loaded torch."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class SharedWorkExecutor:
+    """``workers`` processes on this machine, the stage process being one of them.
+
+    The stage process already holds what its processor built (the extract stage loads the
+    model to report its device), so it starts on the clips at once while ``workers - 1``
+    helper processes start (interpreter, imports, model: seconds). A helper is handed a clip
+    only when it says it is ready, one clip at a time, so no clip waits behind a helper that
+    is still starting: a few clips (an incremental run) cost no more than in one process,
+    and many clips keep every worker busy. Helpers still starting when no clip is left are
+    stopped. A helper that dies loses only the clip it held (yielded as a
+    :class:`JobError`); the others carry on.
+    """
+
+    poll_seconds = 0.1
+
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
+        helpers = min(self.workers, len(jobs)) - 1
+        if helpers < 1:
+            yield from InProcessExecutor().map(processor, jobs, desc)
+            return
         # spawn, not fork: torch and mediapipe start threads at import, and forking a
         # process that holds their locks can deadlock the children.
         context = multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(processor, threads)) as pool:
-            futures = {pool.submit(_run_job, job): job for job in jobs}
-            for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="clip", mininterval=2.0):
-                try:
-                    result = future.result()
-                except Exception as error:  # includes BrokenProcessPool when a worker was killed
-                    result = JobError(describe(error))
-                yield futures[future], result
+        work = _WorkQueue(jobs)
+        outbox = context.Queue()
+        inboxes = [context.SimpleQueue() for _ in range(helpers)]
+        payload = pickle.dumps(processor)
+        processes = [
+            context.Process(target=_helper_main, args=(i, payload, threads, inboxes[i], outbox), name=f"{desc}-{i}", daemon=True)
+            for i in range(helpers)
+        ]
+        for process in processes:
+            process.start()
+        finished: queue.Queue = queue.Queue()  # (job, result) pairs from the helpers
+        dispatcher = threading.Thread(
+            target=self._dispatch, args=(processes, inboxes, outbox, work, finished), name=f"{desc}-dispatch", daemon=True
+        )
+        dispatcher.start()
+        progress = tqdm(total=len(jobs), desc=desc, unit="clip", mininterval=2.0)
+
+        def collected(wait: float = 0.0) -> Iterator[tuple[Any, Any]]:
+            try:
+                while True:
+                    item = finished.get(timeout=wait) if wait else finished.get_nowait()
+                    progress.update()
+                    yield item
+            except queue.Empty:
+                return
+
+        try:
+            with _torch_threads(threads):
+                for item in _run_here(processor, iter(work.take, None)):
+                    progress.update()
+                    yield item
+                    yield from collected()
+            while dispatcher.is_alive():
+                yield from collected(self.poll_seconds)
+            yield from collected()
+        finally:
+            progress.close()
+            work.cancel()  # the caller stopped early: helpers get no more clips
+            dispatcher.join()
+            for process in processes:
+                process.join(timeout=30)
+                if process.is_alive():
+                    process.terminate()
+                    process.join()
+
+    def _dispatch(self, processes, inboxes, outbox, work: "_WorkQueue", finished: queue.Queue) -> None:
+        """Hands clips to ready helpers and passes on their results, until every helper is done."""
+        holding: dict[int, Any] = {}  # helper -> the clip it is processing
+        running = set(range(len(processes)))
+        while running:
+            try:
+                helper, job, result = outbox.get(timeout=self.poll_seconds)
+            except queue.Empty:
+                for helper in [h for h in running if not processes[h].is_alive()]:
+                    running.discard(helper)
+                    if helper in holding:
+                        reason = f"worker died while processing the clip (exit code {processes[helper].exitcode})"
+                        finished.put((holding.pop(helper), JobError(reason)))
+                if work.empty():
+                    for helper in running - set(holding):  # still starting, and nothing left for it
+                        processes[helper].terminate()
+                        running.discard(helper)
+                continue
+            if helper not in running:
+                continue  # a helper stopped while starting said it was ready
+            if job is not None:
+                finished.put((holding.pop(helper), result))
+            next_job = work.take()
+            if next_job is None:
+                inboxes[helper].put(None)
+                running.discard(helper)
+            else:
+                holding[helper] = next_job
+                inboxes[helper].put(next_job)
+
+
+class _WorkQueue:
+    """The clips not yet handed out, taken by the stage process and the dispatcher alike."""
+
+    def __init__(self, jobs: list[Any]) -> None:
+        self._jobs = deque(jobs)
+        self._lock = threading.Lock()
+
+    def take(self) -> Any | None:
+        with self._lock:
+            return self._jobs.popleft() if self._jobs else None
+
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._jobs
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._jobs.clear()
 
 
 class ClipWorker:
@@ -283,18 +414,11 @@ class RayExecutor:
                 ray.kill(actor)
 
 
-MIN_JOBS_PER_WORKER = 8
-
-
 def make_executor(kind: str, workers: int, num_jobs: int, num_gpus: float = 0.0) -> Executor:
     if kind == "ray":
         return RayExecutor(workers, num_gpus)
     if kind != "local":
         raise ValueError(f"unknown executor {kind!r}; available: {list(EXECUTORS)}")
-    # A pool worker costs seconds before its first clip (interpreter, torch or mediapipe
-    # imports, model), more than a few clips do, while the stage process already holds the
-    # model: a small batch of clips (e.g. the few new ones of an incremental run) stays here.
-    pool_size = min(workers, num_jobs // MIN_JOBS_PER_WORKER)
-    if pool_size <= 1:
+    if workers <= 1 or num_jobs <= 1:
         return InProcessExecutor()
-    return ProcessPoolJobExecutor(pool_size)
+    return SharedWorkExecutor(workers)

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from pipeline.extractors import EXTRACTORS, Extractor, Features
 from pipeline.faces.template import IMAGE_LEFT_EYE_CONTOUR, IMAGE_RIGHT_EYE_CONTOUR, NUM_MESH_LANDMARKS
@@ -81,6 +80,8 @@ def head_pose_degrees(rotation: np.ndarray) -> np.ndarray:
     """[T,3] (yaw, pitch, roll) of head_frames rotations, in the viewer's frame: intrinsic
     rotations about y (yaw), then x (pitch), then z (roll); all zero for a frontal upright face."""
     viewer = _IMAGE_TO_VIEWER @ rotation
+    from scipy.spatial.transform import Rotation  # a third of a second of imports, for this extractor only
+
     return Rotation.from_matrix(viewer).as_euler("YXZ", degrees=True)
 
 

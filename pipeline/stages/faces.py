@@ -37,21 +37,30 @@ def main() -> None:
     print(f"faces: {len(results)} clips processed, {frames} frames sampled, detection rate {detected / max(frames, 1):.3f}")
     for failure in failures:
         print(f"  {failure['clip_id']}: {failure['reason']}")
-    print_report(write_report(FeatureStore(STORE)))
+    print_report(write_report(FeatureStore(STORE), changed={r.clip_id for r in results}))
 
 
 REPORT_COLUMNS = ["clip_id", "frames", "detected_frames", "detection_rate", "subject_frames", "tracks", "full_range_frames"]
 
 
-def write_report(store: FeatureStore) -> pd.DataFrame:
+def write_report(store: FeatureStore, changed: set[str] | None = None) -> pd.DataFrame:
     """Per indexed clip: sampled frames, frames with a face, detection rate, frames of the main
-    subject's track, number of tracks and frames found only by the full-range fallback."""
+    subject's track, number of tracks and frames found only by the full-range fallback.
+    Clips not in ``changed`` keep their row of the previous report (None: every entry is read)."""
+    path = store.root / "report.csv"
+    previous = {}
+    if changed is not None and path.exists():
+        earlier = pd.read_csv(path, dtype={"clip_id": str})
+        previous = {row["clip_id"]: row for row in earlier.to_dict("records") if row["clip_id"] not in changed}
     rows = []
     for clip_id in store.clip_ids():
+        if clip_id in previous:
+            rows.append(previous[clip_id])
+            continue
         attrs = store.attrs(clip_id) or {}
         rows.append({column: attrs.get(column, clip_id if column == "clip_id" else None) for column in REPORT_COLUMNS})
     report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
-    report.to_csv(store.root / "report.csv", index=False)
+    report.to_csv(path, index=False)
     return report
 
 

@@ -88,26 +88,52 @@ class FeatureStore:
             temporary.unlink(missing_ok=True)
         return final
 
-    def write_index(self, clip_ids: Iterable[str]) -> pd.DataFrame:
+    def write_index(self, clip_ids: Iterable[str], changed: Iterable[str] | None = None) -> pd.DataFrame:
         """Index the entries of ``clip_ids`` that exist; entries of other clips are deleted,
-        so clips removed from the dataset also leave the store."""
-        wanted = set(clip_ids)
+        so clips removed from the dataset also leave the store.
+
+        ``changed`` lists the clips whose entries were (re)written since the index was last
+        written; every other clip keeps its row of the previous index, so an incremental
+        run opens only the new entries instead of all of them. None reads every entry."""
+        wanted = {entry_file_name(clip_id): clip_id for clip_id in clip_ids}
+        previous: dict[str, tuple] = {}
+        if changed is not None and self.index_path.exists():
+            redone = set(changed)
+            previous = {row[0]: row for row in self.index()[INDEX_COLUMNS].itertuples(index=False, name=None) if row[0] not in redone}
         rows = []
         for path in sorted(self.entries_dir.glob("*.h5")) if self.entries_dir.exists() else []:
-            with h5py.File(path, "r") as handle:
-                clip_id = str(handle.attrs["clip_id"])
-                num_frames = int(handle["timestamps"].shape[0]) if "timestamps" in handle else 0
-                digest = str(handle.attrs.get("config_hash", ""))
-            if clip_id in wanted:
-                rows.append((clip_id, path.name, num_frames, digest))
-            else:
+            clip_id = wanted.get(path.name)
+            if clip_id is None:
                 path.unlink()
+                continue
+            row = previous.get(clip_id)
+            if row is None or row[1] != path.name:
+                with h5py.File(path, "r") as handle:
+                    num_frames = int(handle["timestamps"].shape[0]) if "timestamps" in handle else 0
+                    row = (clip_id, path.name, num_frames, str(handle.attrs.get("config_hash", "")))
+            rows.append(row)
         for stale in self.entries_dir.glob(".*.tmp") if self.entries_dir.exists() else []:
             stale.unlink()
         index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
         self.root.mkdir(parents=True, exist_ok=True)
         index.to_parquet(self.index_path, index=False)
         return index
+
+    def up_to_date(self, clip_ids: Iterable[str], digest: str) -> set[str]:
+        """The clips whose entry was made with config ``digest``: read from the index, and
+        from the entry itself only for clips the index does not list as such (e.g. written
+        by a run that stopped before indexing), so a large store costs one table read."""
+        indexed: set[str] = set()
+        if self.index_path.exists():
+            index = self.index()
+            indexed = set(index.loc[index["config_hash"] == digest, "clip_id"])
+        current = set()
+        for clip_id in clip_ids:
+            if clip_id in indexed and self.path_of(clip_id).exists():
+                current.add(clip_id)
+            elif clip_id not in indexed and (self.attrs(clip_id) or {}).get("config_hash") == digest:
+                current.add(clip_id)
+        return current
 
     def write_failures(self, failures: list[dict[str, str]]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

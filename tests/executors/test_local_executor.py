@@ -1,9 +1,65 @@
-from pipeline.executors import MIN_JOBS_PER_WORKER, InProcessExecutor, ProcessPoolJobExecutor, make_executor
+"""The local executor: the stage process works beside its helper processes, helpers get clips
+only once they are ready, and a helper that dies loses only the clip it held."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from pipeline.executors import InProcessExecutor, JobError, SharedWorkExecutor, make_executor
 
 
-def test_a_pool_starts_only_when_every_worker_gets_enough_clips():
-    assert isinstance(make_executor("local", 2, 2 * MIN_JOBS_PER_WORKER - 1), InProcessExecutor)
-    pool = make_executor("local", 2, 2 * MIN_JOBS_PER_WORKER)
-    assert isinstance(pool, ProcessPoolJobExecutor) and pool.workers == 2
-    assert make_executor("local", 4, 3 * MIN_JOBS_PER_WORKER).workers == 3
+@dataclass
+class WhoRanIt:
+    """Returns the pid of the process that ran the job. ``start_delay`` makes a helper slow
+    to start (it sleeps while being unpickled, i.e. before it says it is ready);
+    ``dies_on`` makes a helper (never the stage process) exit hard on that job."""
+
+    seconds_per_job: float = 0.0
+    start_delay: float = 0.0
+    dies_on: tuple[int, ...] = ()
+    stage_pid: int = field(default_factory=os.getpid)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        time.sleep(self.start_delay)
+
+    def __call__(self, job: int) -> int:
+        if job in self.dies_on and os.getpid() != self.stage_pid:
+            os._exit(3)
+        if job < 0:
+            raise ValueError(f"clip {job} is broken")
+        time.sleep(self.seconds_per_job)
+        return os.getpid()
+
+
+def test_several_workers_share_the_work_with_the_stage_process():
+    assert isinstance(make_executor("local", 2, 20), SharedWorkExecutor)
     assert isinstance(make_executor("local", 1, 1000), InProcessExecutor)
+    assert isinstance(make_executor("local", 4, 1), InProcessExecutor)
+
+    jobs = list(range(40))
+    results = dict(SharedWorkExecutor(2).map(WhoRanIt(seconds_per_job=0.1), jobs, desc="t"))
+    assert sorted(results) == jobs  # every clip exactly once
+    pids = set(results.values())
+    assert os.getpid() in pids and len(pids) == 2, "both the stage process and its helper took clips"
+
+
+def test_no_clip_waits_for_a_helper_that_is_still_starting():
+    # The helper needs 5 s to start; the stage process is done with the 6 clips long before,
+    # so it does them all and the helper is stopped unused.
+    results = dict(SharedWorkExecutor(2).map(WhoRanIt(start_delay=5.0), list(range(6)), desc="t"))
+    assert sorted(results) == list(range(6))
+    assert set(results.values()) == {os.getpid()}
+
+
+def test_a_helper_that_dies_loses_only_its_clip_and_errors_are_reported():
+    jobs = list(range(-2, 30))
+    processor = WhoRanIt(seconds_per_job=0.05, dies_on=tuple(range(30)))  # the helper dies on its first clip
+    results = dict(SharedWorkExecutor(2).map(processor, jobs, desc="t"))
+    assert sorted(results) == jobs
+    died = [job for job, result in results.items() if isinstance(result, JobError) and "worker died" in result.reason]
+    assert len(died) == 1 and died[0] >= 0
+    assert all(results[job] == os.getpid() for job in jobs if job >= 0 and job not in died)
+    for broken in (-2, -1):
+        assert isinstance(results[broken], JobError) and f"clip {broken} is broken" in results[broken].reason

@@ -62,3 +62,30 @@ def test_entry_file_names_are_safe_and_distinct():
 def test_config_hash_is_order_independent():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_an_incremental_index_opens_only_the_changed_entries(tmp_path):
+    store = FeatureStore(tmp_path / "s")
+    for clip in ["a", "b"]:
+        store.write(clip, arrays(4), {"config_hash": "h"})
+    store.write_index(["a", "b"])
+    # An unchanged entry is taken from the previous index without being opened: a
+    # corrupted file would raise if it were read.
+    store.path_of("a").write_bytes(b"not hdf5")
+    store.write("b", arrays(6), {"config_hash": "h2"})
+    store.write("c", arrays(2), {"config_hash": "h2"})
+    index = store.write_index(["a", "b", "c"], changed=["b", "c"])
+    assert index.set_index("clip_id")["num_frames"].to_dict() == {"a": 4, "b": 6, "c": 2}
+    assert index.set_index("clip_id")["config_hash"].to_dict() == {"a": "h", "b": "h2", "c": "h2"}
+
+
+def test_up_to_date_reads_the_index_and_only_unindexed_entries(tmp_path):
+    store = FeatureStore(tmp_path / "s")
+    for clip in ["a", "b"]:
+        store.write(clip, arrays(4), {"config_hash": "h"})
+    store.write_index(["a", "b"])
+    store.path_of("a").write_bytes(b"not hdf5")  # indexed with "h": not opened
+    store.write("c", arrays(2), {"config_hash": "h"})  # written, never indexed (an interrupted run)
+    store.write("d", arrays(2), {"config_hash": "old"})
+    store.path_of("b").unlink()  # indexed, but the file is gone
+    assert store.up_to_date(["a", "b", "c", "d", "e"], "h") == {"a", "c"}
