@@ -193,7 +193,7 @@ def incremental(root: Path, clips: pd.DataFrame, extractor: str, full_faces: Sta
     added = added_faces.seconds + added_features.seconds
     full_extraction = full_faces.extraction_seconds + full_features.extraction_seconds
     added_extraction = added_faces.extraction_seconds + added_features.extraction_seconds
-    print(f"\nincremental (local executor, 2 workers): {held_out.sum()} clips added to {(~held_out).sum()} extracted, "
+    print(f"\nincremental (local executor, default workers): {held_out.sum()} clips added to {(~held_out).sum()} extracted, "
           f"faces then {extractor} (target <= {100 * INCREMENTAL_TARGET:.0f} % of a full extraction)")
     print(f"  whole stage processes: {added_faces.seconds:.1f} + {added_features.seconds:.1f} = {added:.1f} s "
           f"vs {full:.1f} s full = {100 * added / full:.1f} % {verdict(added / full <= INCREMENTAL_TARGET)}")
@@ -249,10 +249,15 @@ def main() -> None:
                features.seconds, extractor_clips / features.seconds, features.extraction_seconds, extractor_clips / features.extraction_seconds]
         print(f"{executor:<9}{workers:>8}" + "".join(f"{value:>9.{1 if i % 2 == 0 else 2}f}" for i, value in enumerate(row)))
 
-    # 2. Incremental: 90 % extracted, then the other 10 % added (local executor, 2 workers).
-    execution = {"executor": "local", "workers": 2}
-    set_params(root, faces=execution, **{f"extractors.{extractor}": execution})
-    full_faces, full_features = runs["local", 2]
+    # 2. Incremental: 90 % extracted, then the other 10 % added, each stage with its default
+    # local worker count (params.yaml: faces 2 processes; an extractor 1 process, whose torch
+    # uses both cores), against the full runs with the same counts.
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())
+    faces_workers = defaults["faces"]["workers"]
+    extractor_workers = defaults["extractors"].get(extractor, {}).get("workers", 1)
+    set_params(root, faces={"executor": "local", "workers": faces_workers},
+               **{f"extractors.{extractor}": {"executor": "local", "workers": extractor_workers}})
+    full_faces, full_features = runs["local", faces_workers][0], runs["local", extractor_workers][1]
     incremental(root, demo, extractor, full_faces, full_features)
     held_out = demo.index % 10 == 9
     use_clips(root, demo[~held_out])
@@ -263,12 +268,13 @@ def main() -> None:
     print(f"fixed cost of a stage run with nothing to extract: faces {idle_faces.seconds:.1f} s, {extractor} {idle_features.seconds:.1f} s "
           f"(interpreter, imports, params validation, model, index)")
 
-    # 3. Memory: the demo clips once (the local x2 throughput run) and --repeat times over.
+    # 3. Memory: the demo clips once and --repeat times over (the default worker counts).
     repeated = pd.concat([demo.assign(clip_id=[f"{c}_r{k}" for c in demo["clip_id"]]) for k in range(args.repeat)], ignore_index=True)
     clear_features(root, "faces", extractor)
     use_clips(root, repeated)
     many_faces, many_features = extract(root, extractor)
-    print(f"\npeak memory of the stage process tree (local executor, 2 workers), {len(demo)} vs {len(repeated)} clips:")
+    print(f"\npeak memory of the stage process tree (local executor, faces {faces_workers} workers, {extractor} {extractor_workers}), "
+          f"{len(demo)} vs {len(repeated)} clips:")
     for stage, one, many in [("faces", full_faces, many_faces), (extractor, full_features, many_features)]:
         ratio = many.peak_rss / one.peak_rss
         print(f"  {stage:<8}{one.peak_rss / 2**20:>8.0f} MiB  {many.peak_rss / 2**20:>8.0f} MiB  = {ratio:.2f}x "

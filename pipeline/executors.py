@@ -1,7 +1,8 @@
 """Where per-clip jobs run.
 
 Stages describe the work as a picklable *processor* (a callable that builds its heavy state,
-e.g. a loaded model or a mediapipe graph, lazily on its first job) and a list of jobs; an
+e.g. a loaded model or a mediapipe graph, lazily on its first job, or when its optional
+``warm_up()`` is called) and a list of jobs; an
 executor decides where the processor runs. ``local`` with one worker runs in-process; with
 more, the stage process works on the clips itself beside ``workers - 1`` helper processes,
 each of which receives one copy of the processor and keeps it for all its clips, so the
@@ -133,6 +134,10 @@ def _helper_main(helper: int, payload: bytes, threads: int, inbox, outbox) -> No
     the stage process hands it, one at a time, until it receives None."""
     _limit_threads(threads)
     processor = pickle.loads(payload)  # after the thread limits: unpickling may import torch
+    warm_up = getattr(processor, "warm_up", None)
+    if warm_up is not None:
+        # Ready means ready: a clip handed over now does not wait for imports or a model.
+        warm_up()
     outbox.put((helper, None, None))
     for job, result in _run_here(processor, iter(inbox.get, None)):
         outbox.put((helper, job, result))
@@ -140,7 +145,9 @@ def _helper_main(helper: int, payload: bytes, threads: int, inbox, outbox) -> No
 
 @contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
-    """The stage process's share of the cores for torch, if it has loaded torch."""
+    """The stage process's share of the cores for torch, if it has loaded torch. A fixed share:
+    more OpenMP threads than free cores (while a helper starts beside it) slow torch down
+    several times over instead of speeding it up."""
     torch = sys.modules.get("torch")
     if torch is None:
         yield

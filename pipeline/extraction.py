@@ -105,25 +105,32 @@ class FaceClipProcessor:
     track_max_landmark_distance: float = 0.5
     track_max_gap: int = 2
 
-    def __call__(self, job: ClipJob) -> ClipResult:
+    def warm_up(self) -> None:
+        """Load mediapipe and build its graphs (a second or two), done once per worker."""
+        if hasattr(self, "_analyzer"):
+            return
+        import cv2
+
         # mediapipe loads only in workers that need it
         from pipeline.faces import FaceAnalyzer
-        from pipeline.faces.clip import LARGE_CROP_SIZE, clip_arrays
+        from pipeline.faces.clip import LARGE_CROP_SIZE
+
+        # Parallelism comes from the workers (one per core); OpenCV's own pool in each would oversubscribe.
+        cv2.setNumThreads(1)
+        self._analyzer = FaceAnalyzer(
+            min_detection_confidence=self.min_detection_confidence,
+            crop_size=self.crop_size,
+            gray_size=self.gray_size,
+            model_selection=self.detector,
+            max_faces=self.max_faces,
+            large_crop_size=LARGE_CROP_SIZE if self.crop_rgb_224 else 0,
+        )
+
+    def __call__(self, job: ClipJob) -> ClipResult:
+        from pipeline.faces.clip import clip_arrays
         from pipeline.faces.track import TrackingParams
 
-        if not hasattr(self, "_analyzer"):
-            import cv2
-
-            # Parallelism comes from the workers (one per core); OpenCV's own pool in each would oversubscribe.
-            cv2.setNumThreads(1)
-            self._analyzer = FaceAnalyzer(
-                min_detection_confidence=self.min_detection_confidence,
-                crop_size=self.crop_size,
-                gray_size=self.gray_size,
-                model_selection=self.detector,
-                max_faces=self.max_faces,
-                large_crop_size=LARGE_CROP_SIZE if self.crop_rgb_224 else 0,
-            )
+        self.warm_up()
         timestamps, faces = [], []
         try:
             for time_s, frame in read_ahead(sample_frames(job.path, self.fps)):
@@ -186,6 +193,9 @@ class ExtractorClipProcessor:
     options: dict[str, Any]
     device: str
     batch_size: int
+
+    def warm_up(self) -> None:
+        self.extractor()
 
     def extractor(self):
         if not hasattr(self, "_built"):

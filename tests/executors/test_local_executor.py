@@ -6,6 +6,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import pytest
+
 from pipeline.executors import InProcessExecutor, JobError, SharedWorkExecutor, make_executor
 
 
@@ -17,12 +19,18 @@ class WhoRanIt:
 
     seconds_per_job: float = 0.0
     start_delay: float = 0.0
+    warm_up_seconds: float = 0.0
     dies_on: tuple[int, ...] = ()
     stage_pid: int = field(default_factory=os.getpid)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         time.sleep(self.start_delay)
+
+    def warm_up(self) -> None:
+        """What a processor does to load its model: a helper runs it before it says it is ready."""
+        if os.getpid() != self.stage_pid:
+            time.sleep(self.warm_up_seconds)
 
     def __call__(self, job: int) -> int:
         if job in self.dies_on and os.getpid() != self.stage_pid:
@@ -45,10 +53,12 @@ def test_several_workers_share_the_work_with_the_stage_process():
     assert os.getpid() in pids and len(pids) == 2, "both the stage process and its helper took clips"
 
 
-def test_no_clip_waits_for_a_helper_that_is_still_starting():
-    # The helper needs 5 s to start; the stage process is done with the 6 clips long before,
-    # so it does them all and the helper is stopped unused.
-    results = dict(SharedWorkExecutor(2).map(WhoRanIt(start_delay=5.0), list(range(6)), desc="t"))
+@pytest.mark.parametrize("slow_start", [{"start_delay": 5.0}, {"warm_up_seconds": 5.0}])
+def test_no_clip_waits_for_a_helper_that_is_still_starting(slow_start):
+    # The helper needs 5 s to start (imports, or loading its model in warm_up); the stage
+    # process is done with the 6 clips long before, so it does them all and the helper is
+    # stopped unused.
+    results = dict(SharedWorkExecutor(2).map(WhoRanIt(**slow_start), list(range(6)), desc="t"))
     assert sorted(results) == list(range(6))
     assert set(results.values()) == {os.getpid()}
 
