@@ -1,4 +1,4 @@
-"""openSMILE acoustic features (eGeMAPS, ComParE). openSMILE is free for research only:
+"""openSMILE acoustic features (eGeMAPS, ComParE, emobase). openSMILE is free for research only:
 see the README's licence note."""
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ from pipeline.store import Entry
 
 @EXTRACTORS.register("opensmile")
 class OpenSmile(Extractor):
-    """Low-level descriptors ([T, 25] for eGeMAPSv02, one row per 10 ms frame) or
-    functionals ([1, 88] eGeMAPSv02, [1, 6373] ComParE_2016) of the whole clip."""
+    """Low-level descriptors ([T, 25] for eGeMAPSv02, [T, 26] for emobase, one row per 10 ms
+    frame) or functionals ([1, 88] eGeMAPSv02, [1, 988] emobase, [1, 6373] ComParE_2016) of
+    the whole clip."""
 
     input = "audio"
     input_keys = ("samples",)
 
     @dataclass(frozen=True)
     class Config:
-        feature_set: Literal["eGeMAPSv02", "ComParE_2016"] = "eGeMAPSv02"
+        feature_set: Literal["eGeMAPSv02", "emobase", "ComParE_2016"] = "eGeMAPSv02"
         level: Literal["functionals", "lld"] = "functionals"
 
     @cached_property

@@ -51,7 +51,10 @@ def test_linear_spectrogram_stops_at_fmax():
     assert features.data.shape[1] == int(4000 / (SR / 512)) + 1
 
 
-@pytest.mark.parametrize("feature_set, level, dims", [("eGeMAPSv02", "functionals", 88), ("eGeMAPSv02", "lld", 25), ("ComParE_2016", "functionals", 6373)])
+@pytest.mark.parametrize("feature_set, level, dims", [
+    ("eGeMAPSv02", "functionals", 88), ("eGeMAPSv02", "lld", 25), ("emobase", "functionals", 988), ("emobase", "lld", 26),
+    ("ComParE_2016", "functionals", 6373),
+])
 def test_opensmile_matches_a_direct_library_call(feature_set, level, dims):
     signal = chirp_with_burst().astype(np.float32)
     features = build("opensmile", feature_set=feature_set, level=level).extract(audio_entry(signal))
@@ -73,3 +76,12 @@ def test_opensmile_on_real_emodb_speech(shared_data):
     np.testing.assert_allclose(features.data, direct.to_numpy(np.float32), rtol=1e-3, atol=1e-4)
     lld = build("opensmile", level="lld").extract(audio_entry(samples))
     assert lld.timestamps[-1] == pytest.approx(len(samples) / SR, abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["03a01Fa", "16b10Wb"])
+def test_opensmile_emobase_on_real_emodb_speech(shared_data, name):
+    wav = shared_data / f"emodb/wav/{name}.wav"
+    features = build("opensmile", feature_set="emobase").extract(audio_entry(load_audio(wav, SR)))
+    direct = opensmile.Smile(feature_set=opensmile.FeatureSet.emobase).process_file(str(wav)).to_numpy(np.float32)
+    assert features.data.shape == direct.shape == (1, 988)
+    np.testing.assert_allclose(features.data, direct, rtol=1e-3, atol=1e-4)
