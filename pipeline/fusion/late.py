@@ -48,9 +48,15 @@ def combine(probabilities: np.ndarray, present: np.ndarray, weights: np.ndarray)
 
 
 def simplex_grid(members: int, step: float) -> np.ndarray:
+    """Every weighting of ``members`` in multiples of ``step`` that sums to one, in
+    lexicographic order. Built from the compositions directly (stars and bars): filtering
+    the full product would walk (1/step + 1)^members tuples, 214 million for 8 members."""
     ticks = int(round(1 / step))
-    grid = [c for c in itertools.product(range(ticks + 1), repeat=members) if sum(c) == ticks]
-    return np.array(grid, dtype=float) / ticks
+    grid = []
+    for bars in itertools.combinations(range(ticks + members - 1), members - 1):
+        edges = (-1, *bars, ticks + members - 1)
+        grid.append([edges[i + 1] - edges[i] - 1 for i in range(members)])
+    return np.array(sorted(grid), dtype=float) / ticks
 
 
 def fit_weights(probabilities: np.ndarray, present: np.ndarray, labels: np.ndarray, step: float) -> np.ndarray:

@@ -84,3 +84,15 @@ def test_stacking_is_fit_without_the_test_fold_and_learns_which_member_to_trust(
     again, _, _ = late_fusion(flipped, CLASSES, "stacking", 0.1)
     fold0 = scores["fold"] == 0
     np.testing.assert_allclose(again.loc[fold0, "p_a"], scores.loc[fold0, "p_a"])
+
+
+def test_simplex_grid_lists_every_weighting_once_in_order():
+    import itertools
+    from math import comb
+
+    for members, step in [(1, 0.1), (3, 0.25), (4, 0.1)]:
+        ticks = round(1 / step)
+        expected = [c for c in itertools.product(range(ticks + 1), repeat=members) if sum(c) == ticks]
+        assert np.array_equal(simplex_grid(members, step), np.array(expected, float) / ticks)
+    eight = simplex_grid(8, 0.1)  # 214 million tuples if the product were filtered
+    assert len(eight) == comb(17, 7) and np.allclose(eight.sum(1), 1)
