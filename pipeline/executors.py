@@ -421,17 +421,11 @@ class RayExecutor:
                 ray.kill(actor)
 
 
-# A helper's start-up (interpreter, imports, model or mediapipe graph: about 2 s) takes CPU
-# from the stage process's own threads, and pays off only with more clips than it takes to
-# process in that time (bench/scale.py: 13 new demo clips were faster in one process, 52 in two).
-MIN_JOBS_FOR_HELPERS = 16
-
-
 def make_executor(kind: str, workers: int, num_jobs: int, num_gpus: float = 0.0) -> Executor:
     if kind == "ray":
         return RayExecutor(workers, num_gpus)
     if kind != "local":
         raise ValueError(f"unknown executor {kind!r}; available: {list(EXECUTORS)}")
-    if workers <= 1 or num_jobs < MIN_JOBS_FOR_HELPERS:
+    if workers <= 1 or num_jobs <= 1:
         return InProcessExecutor()
     return SharedWorkExecutor(workers)

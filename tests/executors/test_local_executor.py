@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.executors import MIN_JOBS_FOR_HELPERS, InProcessExecutor, JobError, SharedWorkExecutor, make_executor
+from pipeline.executors import InProcessExecutor, JobError, SharedWorkExecutor, make_executor
 
 
 @dataclass
@@ -42,9 +42,9 @@ class WhoRanIt:
 
 
 def test_several_workers_share_the_work_with_the_stage_process():
-    assert isinstance(make_executor("local", 2, MIN_JOBS_FOR_HELPERS), SharedWorkExecutor)
-    assert isinstance(make_executor("local", 2, MIN_JOBS_FOR_HELPERS - 1), InProcessExecutor)
+    assert isinstance(make_executor("local", 2, 20), SharedWorkExecutor)
     assert isinstance(make_executor("local", 1, 1000), InProcessExecutor)
+    assert isinstance(make_executor("local", 4, 1), InProcessExecutor)
 
     jobs = list(range(40))
     results = dict(SharedWorkExecutor(2).map(WhoRanIt(seconds_per_job=0.1), jobs, desc="t"))
