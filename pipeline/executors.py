@@ -37,8 +37,6 @@ Processor = Callable[[Any], Any]
 
 EXECUTORS = ("local", "ray")
 
-_worker_processor: Processor | None = None
-
 
 @dataclass(frozen=True)
 class JobError:

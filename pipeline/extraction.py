@@ -66,7 +66,7 @@ def fill_store(
     # loses whatever entry it has (written by a worker that died before reporting, or made
     # with an older config), so the next run redoes exactly the failed clips.
     failed = {r.clip_id for r in results if not r.ok}
-    store.write_index((job.clip_id for job in jobs if job.clip_id not in failed), changed=redone)
+    store.write_index(job.clip_id for job in jobs if job.clip_id not in failed)
     store.write_failures(failures)
     print(
         f"{stage}: {len(todo)} of {len(jobs)} clips to process ({len(jobs) - len(todo)} up to date), "

@@ -7,7 +7,7 @@ import pandas as pd
 from pipeline.config import EXECUTION_KEYS, load_params
 from pipeline.datasets.manifest import CLIPS, read_manifest
 from pipeline.extraction import FaceClipProcessor, fill_store, jobs_from_manifest
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureStore, written_before
 
 STORE = "features/faces"
 
@@ -37,24 +37,24 @@ def main() -> None:
     print(f"faces: {len(results)} clips processed, {frames} frames sampled, detection rate {detected / max(frames, 1):.3f}")
     for failure in failures:
         print(f"  {failure['clip_id']}: {failure['reason']}")
-    print_report(write_report(FeatureStore(STORE), changed={r.clip_id for r in results}))
+    print_report(write_report(FeatureStore(STORE)))
 
 
 REPORT_COLUMNS = ["clip_id", "frames", "detected_frames", "detection_rate", "subject_frames", "tracks", "full_range_frames"]
 
 
-def write_report(store: FeatureStore, changed: set[str] | None = None) -> pd.DataFrame:
+def write_report(store: FeatureStore) -> pd.DataFrame:
     """Per indexed clip: sampled frames, frames with a face, detection rate, frames of the main
-    subject's track, number of tracks and frames found only by the full-range fallback.
-    Clips not in ``changed`` keep their row of the previous report (None: every entry is read)."""
+    subject's track, number of tracks and frames found only by the full-range fallback. A clip
+    whose entry was not written since the previous report keeps its row of that report."""
     path = store.root / "report.csv"
-    previous = {}
-    if changed is not None and path.exists():
-        earlier = pd.read_csv(path, dtype={"clip_id": str})
-        previous = {row["clip_id"]: row for row in earlier.to_dict("records") if row["clip_id"] not in changed}
+    previous, reported_at = {}, 0
+    if path.exists():
+        previous = {row["clip_id"]: row for row in pd.read_csv(path, dtype={"clip_id": str}).to_dict("records")}
+        reported_at = path.stat().st_mtime_ns
     rows = []
     for clip_id in store.clip_ids():
-        if clip_id in previous:
+        if clip_id in previous and written_before(store.path_of(clip_id), reported_at):
             rows.append(previous[clip_id])
             continue
         attrs = store.attrs(clip_id) or {}

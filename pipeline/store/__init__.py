@@ -40,6 +40,16 @@ def entry_file_name(clip_id: str) -> str:
     return f"{safe}.h5"
 
 
+def written_before(path: Path, moment_ns: int) -> bool:
+    """True if ``path`` exists and was last written strictly before ``moment_ns`` (an mtime).
+    Strictly: on a filesystem with coarse timestamps an entry written in the same tick as the
+    index is read again rather than trusted."""
+    try:
+        return path.stat().st_mtime_ns < moment_ns
+    except FileNotFoundError:
+        return False
+
+
 @dataclass
 class Entry:
     clip_id: str
@@ -88,18 +98,12 @@ class FeatureStore:
             temporary.unlink(missing_ok=True)
         return final
 
-    def write_index(self, clip_ids: Iterable[str], changed: Iterable[str] | None = None) -> pd.DataFrame:
+    def write_index(self, clip_ids: Iterable[str]) -> pd.DataFrame:
         """Index the entries of ``clip_ids`` that exist; entries of other clips are deleted,
-        so clips removed from the dataset also leave the store.
-
-        ``changed`` lists the clips whose entries were (re)written since the index was last
-        written; every other clip keeps its row of the previous index, so an incremental
-        run opens only the new entries instead of all of them. None reads every entry."""
+        so clips removed from the dataset also leave the store. An entry not written since
+        the previous index keeps its row, so an incremental run opens only the new entries."""
         wanted = {entry_file_name(clip_id): clip_id for clip_id in clip_ids}
-        previous: dict[str, tuple] = {}
-        if changed is not None and self.index_path.exists():
-            redone = set(changed)
-            previous = {row[0]: row for row in self.index()[INDEX_COLUMNS].itertuples(index=False, name=None) if row[0] not in redone}
+        previous, indexed_at = self._previous_index()
         rows = []
         for path in sorted(self.entries_dir.glob("*.h5")) if self.entries_dir.exists() else []:
             clip_id = wanted.get(path.name)
@@ -107,7 +111,7 @@ class FeatureStore:
                 path.unlink()
                 continue
             row = previous.get(clip_id)
-            if row is None or row[1] != path.name:
+            if row is None or row[1] != path.name or not written_before(path, indexed_at):
                 with h5py.File(path, "r") as handle:
                     num_frames = int(handle["timestamps"].shape[0]) if "timestamps" in handle else 0
                     row = (clip_id, path.name, num_frames, str(handle.attrs.get("config_hash", "")))
@@ -120,20 +124,28 @@ class FeatureStore:
         return index
 
     def up_to_date(self, clip_ids: Iterable[str], digest: str) -> set[str]:
-        """The clips whose entry was made with config ``digest``: read from the index, and
-        from the entry itself only for clips the index does not list as such (e.g. written
-        by a run that stopped before indexing), so a large store costs one table read."""
-        indexed: set[str] = set()
-        if self.index_path.exists():
-            index = self.index()
-            indexed = set(index.loc[index["config_hash"] == digest, "clip_id"])
+        """The clips whose entry was made with config ``digest``. The index answers for the
+        entries not written since it was; only the others (new clips, or entries written by a
+        run that stopped before indexing) are opened, so a large store costs one table read."""
+        previous, indexed_at = self._previous_index()
         current = set()
         for clip_id in clip_ids:
-            if clip_id in indexed and self.path_of(clip_id).exists():
-                current.add(clip_id)
-            elif clip_id not in indexed and (self.attrs(clip_id) or {}).get("config_hash") == digest:
+            path = self.path_of(clip_id)
+            row = previous.get(clip_id)
+            if row is not None and written_before(path, indexed_at):
+                known = row[3]
+            else:
+                known = (self.attrs(clip_id) or {}).get("config_hash")
+            if known == digest:
                 current.add(clip_id)
         return current
+
+    def _previous_index(self) -> tuple[dict[str, tuple], int]:
+        """The index's rows by clip id, and when it was written (ns; 0 if there is none)."""
+        if not self.index_path.exists():
+            return {}, 0
+        index = self.index()[INDEX_COLUMNS]
+        return {row[0]: row for row in index.itertuples(index=False, name=None)}, self.index_path.stat().st_mtime_ns
 
     def write_failures(self, failures: list[dict[str, str]]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,5 @@
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -64,28 +66,41 @@ def test_config_hash_is_order_independent():
     assert config_hash({"a": 1}) != config_hash({"a": 2})
 
 
-def test_an_incremental_index_opens_only_the_changed_entries(tmp_path):
+def _set_mtime(path, moment_ns):
+    os.utime(path, ns=(moment_ns, moment_ns))
+
+
+def test_an_incremental_index_opens_only_entries_written_since_the_last_one(tmp_path):
     store = FeatureStore(tmp_path / "s")
     for clip in ["a", "b"]:
         store.write(clip, arrays(4), {"config_hash": "h"})
     store.write_index(["a", "b"])
-    # An unchanged entry is taken from the previous index without being opened: a
-    # corrupted file would raise if it were read.
+    indexed_at = store.index_path.stat().st_mtime_ns
+    # An entry not written since the index keeps its row without being opened: this
+    # corrupted file (dated before the index) would raise if it were read.
     store.path_of("a").write_bytes(b"not hdf5")
+    _set_mtime(store.path_of("a"), indexed_at - 10**9)
     store.write("b", arrays(6), {"config_hash": "h2"})
     store.write("c", arrays(2), {"config_hash": "h2"})
-    index = store.write_index(["a", "b", "c"], changed=["b", "c"])
+    for clip in ["b", "c"]:
+        _set_mtime(store.path_of(clip), indexed_at + 10**9)
+    index = store.write_index(["a", "b", "c"])
     assert index.set_index("clip_id")["num_frames"].to_dict() == {"a": 4, "b": 6, "c": 2}
     assert index.set_index("clip_id")["config_hash"].to_dict() == {"a": "h", "b": "h2", "c": "h2"}
 
 
-def test_up_to_date_reads_the_index_and_only_unindexed_entries(tmp_path):
+def test_up_to_date_trusts_the_index_only_for_entries_not_written_since(tmp_path):
     store = FeatureStore(tmp_path / "s")
-    for clip in ["a", "b"]:
+    for clip in ["a", "b", "r"]:
         store.write(clip, arrays(4), {"config_hash": "h"})
-    store.write_index(["a", "b"])
-    store.path_of("a").write_bytes(b"not hdf5")  # indexed with "h": not opened
-    store.write("c", arrays(2), {"config_hash": "h"})  # written, never indexed (an interrupted run)
+    store.write_index(["a", "b", "r"])
+    indexed_at = store.index_path.stat().st_mtime_ns
+    store.path_of("a").write_bytes(b"not hdf5")  # indexed with "h" and older than the index: not opened
+    _set_mtime(store.path_of("a"), indexed_at - 10**9)
+    store.write("r", arrays(4), {"config_hash": "other"})  # rewritten by a run that stopped before indexing
+    store.write("c", arrays(2), {"config_hash": "h"})  # written, never indexed
     store.write("d", arrays(2), {"config_hash": "old"})
+    for clip in ["r", "c", "d"]:
+        _set_mtime(store.path_of(clip), indexed_at + 10**9)
     store.path_of("b").unlink()  # indexed, but the file is gone
-    assert store.up_to_date(["a", "b", "c", "d", "e"], "h") == {"a", "c"}
+    assert store.up_to_date(["a", "b", "c", "d", "e", "r"], "h") == {"a", "c"}
