@@ -1,6 +1,6 @@
 """Throughput of the visual front end on the CPU, part by part and as the faces + extract stages.
 
-    python bench/visual_throughput.py [--fps 10] [--clips DIR]
+    python bench/visual_throughput.py [--fps 10] [--clips DIR] [--repeat 8]
 
 On the MEAD clips (``$AVER_SHARED_DATA/mead-mini``, else ``../shared/data/mead-mini``) and on
 two generated clips (480x360 and 1920x1080 h264 with a face), it prints
@@ -18,6 +18,10 @@ two generated clips (480x360 and 1920x1080 h264 with a face), it prints
 * the bound the parts set on 2 cores: decode (of every video frame per sampled frame) +
   FaceAnalyzer + the params extractors' CNNs per sampled frame, back to back with no other
   cost, spread over both cores; the stages' throughput as a fraction of it,
+* with ``--repeat K``, the stages once more on K copies of the clips (new clip ids, same
+  files): each stage process pays its start-up (interpreter, torch / mediapipe imports, model
+  and graph building, ~2-4 s) once per run whatever the clip count, so this shows the
+  throughput a larger corpus gets,
 * peak resident memory of this process and of its worker processes.
 
 Targets (issue 3): stages >= 0.8 of the 2-core bound, and >= 15x real time at fps 10 on MEAD.
@@ -156,6 +160,15 @@ def extractor_rates(faces_root: Path, clip_ids: list[str], names: list[str]) -> 
     return rates
 
 
+def repeated_clips(mead: list[Path], copies: int, folder: Path) -> Path:
+    """``copies`` links to every MEAD clip under new MEAD names (the take gets an ``r<k>`` suffix)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for copy in range(copies):
+        for clip in mead:
+            (folder / f"{clip.stem}r{copy}{clip.suffix}").symlink_to(clip.resolve())
+    return folder
+
+
 def run_stages(mead: Path, fps: float, workdir: Path) -> dict:
     """The faces stage, then the extract stage of every face extractor in params.yaml, each as
     its own ``python -m pipeline.stages.<stage>`` process (interpreter start, imports and worker
@@ -196,10 +209,32 @@ def run_stages(mead: Path, fps: float, workdir: Path) -> dict:
     }
 
 
+def report_stages(stages: dict, copies: int, video_seconds: float, per_sample: np.ndarray, bound: np.ndarray) -> None:
+    """Wall time, real-time factor and share of the 2-core bound of one run of the stages."""
+    frames, clips = stages["frames"], len(stages["clip_ids"])
+    stage_seconds = stages["faces_seconds"] + sum(stages["extract_seconds"].values())
+    throughput = frames / stage_seconds[0]
+    copies_note = f"{copies} copies of the clips, " if copies > 1 else ""
+    print(f"\nfaces + extract stages on {clips} clips ({copies_note}{video_seconds:.1f} s of video, {frames} sampled frames, "
+          f"{stages['detected']} with a face; faces workers {stages['faces_workers']}), each stage its own process")
+    print(f"  faces stage      {stages['faces_seconds'][0]:>7.2f} s  (CPU {stages['faces_seconds'][1]:.2f} s)")
+    for name, seconds in stages["extract_seconds"].items():
+        print(f"  extract@{name:<8} {seconds[0]:>7.2f} s  (CPU {seconds[1]:.2f} s)")
+    print(f"  together         {stage_seconds[0]:>7.2f} s  (CPU {stage_seconds[1]:.2f} s) = {throughput:.0f} sampled frames/s, "
+          f"{video_seconds / stage_seconds[0]:.1f}x real time (target >= 15x)")
+    print(f"  stages / bound = {throughput / bound[0]:.2f} (target >= 0.8)")
+    parts_cpu = frames * per_sample[1]
+    print(f"  CPU view: the parts need {parts_cpu:.1f} CPU-s for these frames, the stages used {stage_seconds[1]:.1f} CPU-s "
+          f"({parts_cpu / stage_seconds[1]:.2f} of it is decode + mediapipe + CNN; the rest is start-up, imports, "
+          f"alignment, storage); at full use of 2 cores that is {frames / (stage_seconds[1] / 2):.0f} sampled frames/s, "
+          f"{video_seconds / (stage_seconds[1] / 2):.1f}x real time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fps", type=float, default=10.0, help="faces.fps for the sampled frames and the stages")
     parser.add_argument("--clips", type=Path, help="folder of MEAD .mp4 clips")
+    parser.add_argument("--repeat", type=int, default=1, help="also run the stages on this many copies of the clips")
     args = parser.parse_args()
     mead = sorted(mead_dir(args.clips).glob("*.mp4"))
     if not mead:
@@ -216,6 +251,9 @@ def main() -> None:
     # -- the whole stages first (they use every core) --------------------------------------
     stages = run_stages(mead[0].parent.resolve(), args.fps, workdir / "project")
     _, _, video_seconds = decode_fps(mead)
+    repeated = None
+    if args.repeat > 1:
+        repeated = run_stages(repeated_clips(mead, args.repeat, workdir / "repeated"), args.fps, workdir / "project-repeated")
     children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
     # -- parts, one core ---------------------------------------------------------------------
@@ -256,23 +294,11 @@ def main() -> None:
         if np.isfinite(rate).all():
             per_sample = per_sample + (detected / frames) / rate
     bound = 2 / per_sample
-    stage_seconds = stages["faces_seconds"] + sum(stages["extract_seconds"].values())
-    throughput = frames / stage_seconds[0]
-    print(f"\nfaces + extract stages on {len(clip_ids)} clips ({video_seconds:.1f} s of video, {frames} sampled frames, "
-          f"{detected} with a face; faces workers {stages['faces_workers']}), each stage its own process")
-    print(f"  faces stage      {stages['faces_seconds'][0]:>7.2f} s  (CPU {stages['faces_seconds'][1]:.2f} s)")
-    for name, seconds in stages["extract_seconds"].items():
-        print(f"  extract@{name:<8} {seconds[0]:>7.2f} s  (CPU {seconds[1]:.2f} s)")
-    print(f"  together         {stage_seconds[0]:>7.2f} s  (CPU {stage_seconds[1]:.2f} s) = {throughput:.0f} sampled frames/s, "
-          f"{video_seconds / stage_seconds[0]:.1f}x real time (target >= 15x)")
-    print(f"  2-core bound: decode {video_frames_per_sample:.2f} video frames + mediapipe (detection + mesh) + the CNN(s) per sampled frame "
-          f"= {1000 * per_sample[0]:.2f} ms on one core -> {bound[0]:.0f} sampled frames/s on 2 cores")
-    print(f"  stages / bound = {throughput / bound[0]:.2f} (target >= 0.8)")
-    parts_cpu = frames * per_sample[1]
-    print(f"  CPU view: the parts need {parts_cpu:.1f} CPU-s for these frames, the stages used {stage_seconds[1]:.1f} CPU-s "
-          f"({parts_cpu / stage_seconds[1]:.2f} of it is decode + mediapipe + CNN; the rest is start-up, imports, "
-          f"alignment, storage); at full use of 2 cores that is {frames / (stage_seconds[1] / 2):.0f} sampled frames/s, "
-          f"{video_seconds / (stage_seconds[1] / 2):.1f}x real time")
+    print(f"\n2-core bound: decode {video_frames_per_sample:.2f} video frames + mediapipe (detection + mesh) + the CNN(s) "
+          f"per sampled frame = {1000 * per_sample[0]:.2f} ms on one core -> {bound[0]:.0f} sampled frames/s on 2 cores")
+    report_stages(stages, 1, video_seconds, per_sample, bound)
+    if repeated:
+        report_stages(repeated, args.repeat, video_seconds * args.repeat, per_sample, bound)
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"\npeak memory: this process {self_peak:.0f} MiB, largest worker process {children_peak:.0f} MiB")

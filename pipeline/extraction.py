@@ -104,6 +104,7 @@ class FaceClipProcessor:
     track_min_iou: float = 0.3
     track_max_landmark_distance: float = 0.5
     track_max_gap: int = 2
+    image_compression: str = "none"
 
     def warm_up(self) -> None:
         """Load mediapipe and build its graphs (a second or two), done once per worker."""
@@ -154,7 +155,7 @@ class FaceClipProcessor:
             tracks=stats.tracks,
             full_range_frames=stats.full_range_frames,
         )
-        FeatureStore(self.store_root).write(job.clip_id, arrays, attrs)
+        FeatureStore(self.store_root).write(job.clip_id, arrays, attrs, self.image_compression)
         count, detected = stats.frames, stats.detected
         reason = "" if detected else f"{job.path}: no face detected in any of {count} sampled frames"
         return ClipResult(job.clip_id, True, reason, count, detected)

@@ -9,9 +9,13 @@ from pipeline.faces.template import CANONICAL_TEMPLATE
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares rotation + uniform scale + translation mapping src [N,2] onto dst [N,2] (Umeyama 1991).
+    """Least-squares rotation + uniform scale + translation mapping src [N,2] onto dst [N,2].
 
-    Returns the [2, 3] float64 matrix M with dst ~= M @ [x, y, 1].
+    Returns the [2, 3] float64 matrix M with dst ~= M @ [x, y, 1]. In 2D the linear part is
+    [[a, -b], [b, a]], and the least-squares a, b have a closed form on the centred points.
+    This is the same optimum as Umeyama's SVD solution with its reflection fix (a reflection
+    is not of that form, so a mirrored face never aligns onto the template), at a tenth of the
+    cost: it runs for every crop of every face.
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
@@ -19,17 +23,15 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         raise ValueError(f"need two matching [N>=2, 2] point sets, got {src.shape} and {dst.shape}")
     src_mean = src.mean(axis=0)
     dst_mean = dst.mean(axis=0)
-    src_centered = src - src_mean
-    dst_centered = dst - dst_mean
-    covariance = dst_centered.T @ src_centered / len(src)
-    u, singular_values, vt = np.linalg.svd(covariance)
-    # Forbid a reflection: a mirrored face is not a valid alignment of the same face.
-    reflection_fix = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
-    rotation = u @ reflection_fix @ vt
-    src_variance = (src_centered**2).sum(axis=1).mean()
-    scale = np.trace(np.diag(singular_values) @ reflection_fix) / src_variance
-    translation = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, translation[:, None]])
+    x, y = (src - src_mean).T
+    u, v = (dst - dst_mean).T
+    src_spread = float(x @ x + y @ y)
+    if src_spread == 0.0:
+        raise ValueError("the source points coincide: no similarity transform is defined")
+    a = float(x @ u + y @ v) / src_spread
+    b = float(x @ v - y @ u) / src_spread
+    linear = np.array([[a, -b], [b, a]])
+    return np.hstack([linear, (dst_mean - linear @ src_mean)[:, None]])
 
 
 def align(

@@ -51,17 +51,24 @@ IMAGE_RIGHT_MOUTH_CORNER: int = 291
 NUM_MESH_LANDMARKS: int = 478
 
 
+def _five_point_weights() -> np.ndarray:
+    """[5, 478] weights whose product with the mesh's xy gives the five template points."""
+    weights = np.zeros((5, NUM_MESH_LANDMARKS), np.float32)
+    weights[0, list(IMAGE_LEFT_EYE_CONTOUR)] = 1.0 / len(IMAGE_LEFT_EYE_CONTOUR)
+    weights[1, list(IMAGE_RIGHT_EYE_CONTOUR)] = 1.0 / len(IMAGE_RIGHT_EYE_CONTOUR)
+    weights[2, NOSE_TIP] = 1.0
+    weights[3, IMAGE_LEFT_MOUTH_CORNER] = 1.0
+    weights[4, IMAGE_RIGHT_MOUTH_CORNER] = 1.0
+    return weights
+
+
+# One small matrix product instead of fancy indexing and means per point (several times
+# faster; five_points runs for every face of every sampled frame).
+_FIVE_POINT_WEIGHTS = _five_point_weights()
+
+
 def five_points(landmarks: np.ndarray) -> np.ndarray:
     """The 5 template points (order of CANONICAL_TEMPLATE) from a [478, 2|3] face mesh, as [5, 2] float32."""
     if landmarks.ndim != 2 or landmarks.shape[0] != NUM_MESH_LANDMARKS:
         raise ValueError(f"expected [{NUM_MESH_LANDMARKS}, 2|3] landmarks, got {landmarks.shape}")
-    xy = landmarks[:, :2].astype(np.float32)
-    return np.stack(
-        [
-            xy[list(IMAGE_LEFT_EYE_CONTOUR)].mean(axis=0),
-            xy[list(IMAGE_RIGHT_EYE_CONTOUR)].mean(axis=0),
-            xy[NOSE_TIP],
-            xy[IMAGE_LEFT_MOUTH_CORNER],
-            xy[IMAGE_RIGHT_MOUTH_CORNER],
-        ]
-    )
+    return _FIVE_POINT_WEIGHTS @ landmarks[:, :2].astype(np.float32, copy=False)

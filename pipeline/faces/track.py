@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 SubjectRule = Literal["longest_largest"]
 
@@ -80,6 +79,16 @@ def _areas(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
+def _assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost one-to-one matching of rows to columns."""
+    if cost.shape == (1, 1):  # one open track, one face: the common single-person frame
+        return np.zeros(1, np.intp), np.zeros(1, np.intp)
+    # Imported here: scipy.optimize takes ~0.4 s to import, paid by every faces worker.
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(cost)
+
+
 def link_tracks(
     boxes: Sequence[np.ndarray],
     points: Sequence[np.ndarray],
@@ -108,7 +117,7 @@ def link_tracks(
             age = np.array([t - open_tracks[k][0] - 1 for k in ids], np.float64)[:, None]
             cost = (1.0 - iou) + distance / params.max_landmark_distance + 0.1 * age
             cost = np.where(allowed, cost, 1e6)
-            rows, cols = linear_sum_assignment(cost)
+            rows, cols = _assignment(cost)
             for row, col in zip(rows, cols):
                 if allowed[row, col]:
                     matched[int(col)] = ids[row]

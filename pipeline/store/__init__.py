@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 INDEX_COLUMNS = ["clip_id", "file", "num_frames", "config_hash"]
+# h5py filter of each image_compression setting.
+IMAGE_COMPRESSIONS = {"none": None, "lzf": "lzf", "gzip": "gzip"}
 FAILURE_COLUMNS = ["clip_id", "stage", "reason"]
 
 
@@ -73,8 +75,13 @@ class FeatureStore:
         self.failures_path = self.root / "failures.csv"
 
     # -- writing -------------------------------------------------------------------------
-    def write(self, clip_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> Path:
-        """Atomically write one clip's entry; safe to call from several processes at once."""
+    def write(
+        self, clip_id: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any], image_compression: str = "none"
+    ) -> Path:
+        """Atomically write one clip's entry; safe to call from several processes at once.
+        ``image_compression`` (none, lzf, gzip) applies to uint8 image stacks."""
+        if image_compression not in IMAGE_COMPRESSIONS:
+            raise ValueError(f"image_compression must be one of {sorted(IMAGE_COMPRESSIONS)}, got {image_compression!r}")
         self.entries_dir.mkdir(parents=True, exist_ok=True)
         final = self.entries_dir / entry_file_name(clip_id)
         temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
@@ -85,12 +92,15 @@ class FeatureStore:
                     handle.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
                 for key, array in arrays.items():
                     array = np.asarray(array)
-                    # Image stacks compress well and are read whole, so chunk per frame.
-                    compress = array.dtype == np.uint8 and array.ndim >= 3 and array.size > 0
+                    compress = (
+                        image_compression != "none" and array.dtype == np.uint8 and array.ndim >= 3 and array.size > 0
+                    )
+                    # Compressed image stacks are chunked per frame, so reading a few frames
+                    # decompresses only those.
                     handle.create_dataset(
                         key,
                         data=array,
-                        compression="lzf" if compress else None,
+                        compression=IMAGE_COMPRESSIONS[image_compression] if compress else None,
                         chunks=(1, *array.shape[1:]) if compress else None,
                     )
             os.replace(temporary, final)

@@ -68,6 +68,33 @@ def test_similarity_transform_recovers_known_transform() -> None:
     np.testing.assert_allclose(matrix, np.hstack([linear, translation[:, None]]), atol=1e-9)
 
 
+def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Reference: Umeyama's SVD solution with the reflection fix."""
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    covariance = (dst - dst_mean).T @ (src - src_mean) / len(src)
+    u, singular_values, vt = np.linalg.svd(covariance)
+    fix = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
+    scale = np.trace(np.diag(singular_values) @ fix) / ((src - src_mean) ** 2).sum(1).mean()
+    linear = scale * u @ fix @ vt
+    return np.hstack([linear, (dst_mean - linear @ src_mean)[:, None]])
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_similarity_transform_matches_umeyama_on_noisy_points(mirror: bool) -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        src = rng.uniform(0, 300, size=(5, 2))
+        dst = src @ _rotation_scale(rng.uniform(-3, 3), rng.uniform(0.1, 3)).T + rng.normal(0, 40, (5, 2))
+        if mirror:  # the best orthogonal fit is a reflection: both must return the best rotation
+            dst = dst * [-1.0, 1.0]
+        np.testing.assert_allclose(similarity_transform(src, dst), _umeyama(src, dst), atol=1e-9)
+
+
+def test_similarity_transform_refuses_coincident_points() -> None:
+    with pytest.raises(ValueError, match="coincide"):
+        similarity_transform(np.ones((5, 2)), np.zeros((5, 2)))
+
+
 def test_similarity_transform_never_reflects() -> None:
     src = CANONICAL_TEMPLATE.astype(np.float64)
     mirrored = src * [-1.0, 1.0]

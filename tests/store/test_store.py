@@ -25,6 +25,29 @@ def test_write_read_roundtrip_with_attributes(tmp_path):
     assert store.attrs("other") is None
 
 
+@pytest.mark.parametrize("compression", ["none", "lzf", "gzip"])
+def test_image_stacks_are_stored_with_the_chosen_compression(tmp_path, compression):
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    crops[:, :8] = 0  # compressible half, so a filter shows in the file size
+    store = FeatureStore(tmp_path / "faces")
+    path = store.write("a", {**arrays(6), "crop_rgb": crops}, {}, image_compression=compression)
+    with h5py.File(path) as handle:
+        expected = None if compression == "none" else compression
+        assert handle["crop_rgb"].compression == expected
+        assert handle["data"].compression is None  # float arrays are never compressed
+        if expected:
+            assert handle["crop_rgb"].chunks == (1, 16, 16, 3)
+    np.testing.assert_array_equal(store.read("a").arrays["crop_rgb"], crops)
+
+
+def test_an_unknown_image_compression_is_refused_before_writing(tmp_path):
+    store = FeatureStore(tmp_path / "faces")
+    with pytest.raises(ValueError, match="image_compression must be one of"):
+        store.write("a", arrays(), {}, image_compression="zstd")
+    assert not store.path_of("a").exists()
+
+
 def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
     store = FeatureStore(tmp_path / "s")
     store.write("a", arrays(), {"config_hash": "v1"})
