@@ -24,18 +24,50 @@ single detection pass.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
 import cv2
-import mediapipe as mp
-import numpy as np
-from mediapipe.framework.formats import detection_pb2, landmark_pb2
-from mediapipe.python.solution_base import SolutionBase
 
-from pipeline.faces.align import align
-from pipeline.faces.template import CANONICAL_TEMPLATE, GRAY_TEMPLATE, five_points
+
+class _PyplotOnFirstUse(types.ModuleType):
+    """Stands in for ``matplotlib.pyplot`` until one of its attributes is used, then imports
+    the real module and hands every attribute over from it."""
+
+    def __getattr__(self, name: str) -> object:
+        if sys.modules.get("matplotlib.pyplot") is self:
+            del sys.modules["matplotlib.pyplot"]
+        return getattr(importlib.import_module("matplotlib.pyplot"), name)
+
+
+def _defer_pyplot() -> None:
+    """mediapipe's solutions package imports matplotlib.pyplot for drawing helpers this module
+    never calls: ~0.5 s of every faces worker's start-up. A stand-in that imports pyplot on
+    first use removes that cost and leaves any code that does use pyplot working. (The
+    stdlib's LazyLoader does not help: the import statement reads the module's __spec__,
+    which loads it.)"""
+    if "matplotlib.pyplot" in sys.modules:
+        return
+    import matplotlib
+
+    stand_in = _PyplotOnFirstUse("matplotlib.pyplot")
+    sys.modules["matplotlib.pyplot"] = stand_in
+    matplotlib.pyplot = stand_in
+
+
+_defer_pyplot()
+
+import mediapipe as mp  # noqa: E402
+import numpy as np  # noqa: E402
+from mediapipe.framework.formats import detection_pb2, landmark_pb2  # noqa: E402
+from mediapipe.python.solution_base import SolutionBase  # noqa: E402
+
+from pipeline.faces.align import align  # noqa: E402
+from pipeline.faces.template import CANONICAL_TEMPLATE, GRAY_TEMPLATE, five_points  # noqa: E402
 
 ModelSelection = Literal["auto", "short", "full"]
 

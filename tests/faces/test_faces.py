@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -320,3 +323,20 @@ def test_detection_rate_on_shared_data(shared_data: Path, analyzer: FaceAnalyzer
     frames = [frame for clip in clips for frame in _sample_frames(clip, (0, 20, 40))]
     detected = sum(analyzer.analyze(frame) is not None for frame in frames)
     assert detected / len(frames) >= 0.95
+
+
+def test_mediapipe_loads_without_pyplot_and_pyplot_still_works() -> None:
+    """mediapipe's drawing helpers import matplotlib.pyplot (~0.5 s per faces worker); the
+    detector defers it to first use, which must still give the real pyplot."""
+    script = (
+        "import sys\n"
+        "import pipeline.faces.detect\n"
+        "import mediapipe as mp\n"
+        "print('matplotlib.figure' in sys.modules)\n"
+        "figure = mp.solutions.drawing_utils.plt.figure()\n"
+        "import matplotlib.pyplot as plt\n"
+        "print(type(figure).__name__, plt.gcf() is figure, type(sys.modules['matplotlib.pyplot']).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2], env={**os.environ, "MPLBACKEND": "Agg"})
+    assert result.stdout.split() == ["False", "Figure", "True", "module"]
