@@ -117,9 +117,10 @@ class FacesParams:
     # (torchvision_backbone crop: crop_rgb_224). Off by default: it takes 2.7x the space of all
     # other faces-store arrays together.
     crop_rgb_224: bool = False
-    # HDF5 compression of the crop stacks. Face crops are noisy natural images: lzf saves ~25 %
-    # of the faces store but costs ~0.7 ms per sampled frame to write and ~0.3 ms to read,
-    # 5-10 % of the faces stage and ~25 % of a FER extraction; gzip saves ~35 % at 3x that.
+    # HDF5 compression of the crop stacks. Face crops are noisy natural images: lzf made the
+    # faces store only 3 % (demo) to 12 % (MEAD: 42 vs 47 MB) smaller, for ~0.7 ms per sampled
+    # frame to write and ~0.3 ms to read (5-10 % of the faces stage, ~25 % of a FER
+    # extraction); gzip compresses somewhat more at ~3x lzf's cost.
     image_compression: Literal["none", "lzf", "gzip"] = "none"
     # Faces kept per frame; > 1 also stores every track (tracks_* arrays) for group emotion.
     max_faces: int = 1
