@@ -92,16 +92,15 @@ class FeatureStore:
                     handle.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
                 for key, array in arrays.items():
                     array = np.asarray(array)
-                    compress = (
-                        image_compression != "none" and array.dtype == np.uint8 and array.ndim >= 3 and array.size > 0
-                    )
+                    is_image_stack = array.dtype == np.uint8 and array.ndim >= 3 and array.size > 0
+                    compression = IMAGE_COMPRESSIONS[image_compression] if is_image_stack else None
                     # Compressed image stacks are chunked per frame, so reading a few frames
                     # decompresses only those.
                     handle.create_dataset(
                         key,
                         data=array,
-                        compression=IMAGE_COMPRESSIONS[image_compression] if compress else None,
-                        chunks=(1, *array.shape[1:]) if compress else None,
+                        compression=compression,
+                        chunks=(1, *array.shape[1:]) if compression else None,
                     )
             os.replace(temporary, final)
         finally:
