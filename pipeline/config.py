@@ -104,6 +104,10 @@ class DataParams:
     test_split: str = ""
     test_groups: list[str] = field(default_factory=list)
     seed: int = 0
+    # Clips listed (by a csv adapter's table) outside data.root, e.g. '../other/a.mp4' or an
+    # absolute path. DVC tracks only data.root, so a change to such a file re-runs nothing and
+    # the manifest, features and models silently describe the old file; off, they are an error.
+    allow_outside_root: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ def main() -> None:
     manifest.drop(columns=["fold", "split", "label", "targets"]).to_parquet(CLIPS, index=False)
     pd.DataFrame(failures, columns=FAILURE_COLUMNS).to_csv(FAILURES, index=False)
     print(f"manifest: {json.dumps(counts)}; speakers={manifest['speaker'].nunique()} folds={manifest['fold'].nunique()}")
+    kept = set(manifest["clip_id"])
     for failure in failures:
-        print(f"  left out {failure['clip_id']}: {failure['reason']}")
+        print(f"  {'kept' if failure['clip_id'] in kept else 'left out'} {failure['clip_id']}: {failure['reason']}")
 
 
 if __name__ == "__main__":
