@@ -23,13 +23,14 @@ class ParamsError(ValueError):
 
 def from_dict(cls: type, data: Any, where: str) -> Any:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    at = f"{where}: " if where else ""  # the top level: the file name comes in front
     if not isinstance(data, dict):
-        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ParamsError(f"{at}expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        raise ParamsError(f"{at}unknown key(s) {unknown}; allowed: {sorted(known)}")
     values = {}
     for name, f in known.items():
         key = f"{where}.{name}" if where else name
@@ -229,6 +230,10 @@ class Params:
     late_fusion: LateFusionParams = field(default_factory=LateFusionParams)
 
     def __post_init__(self) -> None:
+        if self.task == "classification" and len(self.data.labels) < 2:
+            raise ParamsError(
+                f"data.labels: a classification experiment needs at least two classes, got {self.data.labels}"
+            )
         for name, branch in self.branches.items():
             if branch.features not in self.extractors:
                 raise ParamsError(
@@ -264,7 +269,7 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     from pipeline.datasets import DATASETS
 
     try:
-        DATASETS.config(params.data.dataset, params.data.options, "data.options")
+        DATASETS.config(params.data.dataset, params.data.options, "data.options", "data.dataset")
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
     if check_components:
@@ -280,12 +285,12 @@ def _validate_components(params: Params, path: Path) -> None:
 
     try:
         for name, spec in params.extractors.items():
-            EXTRACTORS.config(spec.type, spec.options, f"extractors.{name}.options")
+            EXTRACTORS.config(spec.type, spec.options, f"extractors.{name}.options", f"extractors.{name}.type")
             extractor_input = EXTRACTORS.get(spec.type).input
             if extractor_input != spec.input:
                 raise ParamsError(f"extractors.{name}.input: {spec.type} reads {extractor_input!r}, not {spec.input!r}")
         for name, branch in params.branches.items():
-            HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
+            HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options", f"branches.{name}.head.type")
         from pipeline.heads.pooled import is_pooled_head
 
         for name in params.cross_modal.branches:
@@ -294,6 +299,9 @@ def _validate_components(params: Params, path: Path) -> None:
                     f"cross_modal.branches: branch {name!r} uses the {params.branches[name].head.type!r} head, which is not a "
                     "neural network and cannot be trained inside a fusion; fuse its scores in late_fusion instead"
                 )
-        FUSIONS.config(params.fusion, params.cross_modal.options.get(params.fusion, {}), f"cross_modal.options.{params.fusion}")
+        FUSIONS.config(params.fusion, params.cross_modal.options.get(params.fusion, {}), f"cross_modal.options.{params.fusion}", "fusion")
+        # The blocks of the fusions not in use too: switching `fusion` must not meet a typo.
+        for fusion, options in params.cross_modal.options.items():
+            FUSIONS.config(fusion, options, f"cross_modal.options.{fusion}")
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None

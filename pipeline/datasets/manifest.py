@@ -153,7 +153,8 @@ def build_manifest(data: DataParams) -> tuple[pd.DataFrame, list[dict[str, str]]
     root = Path(data.root)
     if not root.exists():
         raise DatasetError(f"data.root {root} does not exist")
-    adapter = DATASETS.get(data.dataset)(DATASETS.config(data.dataset, data.options, "data.options"))
+    config = DATASETS.config(data.dataset, data.options, "data.options", "data.dataset")
+    adapter = DATASETS.get(data.dataset)(config)
     clips = adapter.clips(root)
     clips, dropped = apply_label_map(clips, data)
     check_clips(clips, root, data.allow_outside_root)
