@@ -129,6 +129,16 @@ def test_sample_rate_change_mid_stream_is_resampled_piece_by_piece(tmp_path):
     assert spectrum(samples[-14000:-2000]) == pytest.approx(440, abs=3)
 
 
+def mux_garbage(container, audio, samples: int, rng: np.random.Generator) -> None:
+    """Packets with the timing of ``samples`` of encoded AAC silence, but random payloads."""
+    silence = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.float32), format="flt", layout="mono")
+    silence.sample_rate, silence.pts = 16000, 0
+    for packet in list(audio.encode(silence)) + list(audio.encode(None)):
+        junk = av.Packet(rng.integers(0, 256, max(packet.size, 32), dtype=np.uint8).tobytes())
+        junk.stream, junk.pts, junk.dts, junk.time_base = audio, packet.pts, packet.dts, packet.time_base
+        container.mux(junk)
+
+
 def test_probe_keeps_the_good_video_next_to_a_garbage_audio_track(tmp_path):
     path = tmp_path / "garbage_audio.mkv"
     rng = np.random.default_rng(0)
@@ -140,12 +150,7 @@ def test_probe_keeps_the_good_video_next_to_a_garbage_audio_track(tmp_path):
         for i in range(25):
             container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 9, np.uint8), format="rgb24")))
         container.mux(video.encode(None))
-        silence = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="flt", layout="mono")
-        silence.sample_rate, silence.pts = 16000, 0
-        for packet in list(audio.encode(silence)) + list(audio.encode(None)):
-            junk = av.Packet(rng.integers(0, 256, max(packet.size, 32), dtype=np.uint8).tobytes())
-            junk.stream, junk.pts, junk.dts, junk.time_base = audio, packet.pts, packet.dts, packet.time_base
-            container.mux(junk)
+        mux_garbage(container, audio, 16000, rng)
     info = probe(path)
     assert info.has_video and not info.has_audio
     assert info.fps == pytest.approx(25.0) and info.duration_s == pytest.approx(1.0, abs=0.1)
@@ -160,13 +165,7 @@ def test_probe_of_a_file_with_no_usable_stream_names_each_problem(tmp_path):
     path = tmp_path / "audio_only_garbage.mkv"
     rng = np.random.default_rng(1)
     with av.open(str(path), "w") as container:
-        audio = container.add_stream("aac", rate=16000, layout="mono")
-        silence = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.float32), format="flt", layout="mono")
-        silence.sample_rate, silence.pts = 16000, 0
-        for packet in list(audio.encode(silence)) + list(audio.encode(None)):
-            junk = av.Packet(rng.integers(0, 256, max(packet.size, 32), dtype=np.uint8).tobytes())
-            junk.stream, junk.pts, junk.dts, junk.time_base = audio, packet.pts, packet.dts, packet.time_base
-            container.mux(junk)
+        mux_garbage(container, container.add_stream("aac", rate=16000, layout="mono"), 8000, rng)
     with pytest.raises(MediaError, match="audio stream does not decode") as caught:
         probe(path)
     assert str(path) in str(caught.value)
