@@ -129,28 +129,35 @@ def test_sample_rate_change_mid_stream_is_resampled_piece_by_piece(tmp_path):
     assert spectrum(samples[-14000:-2000]) == pytest.approx(440, abs=3)
 
 
-def mux_garbage(container, audio, samples: int, rng: np.random.Generator) -> None:
-    """Packets with the timing of ``samples`` of encoded AAC silence, but random payloads."""
-    silence = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.float32), format="flt", layout="mono")
-    silence.sample_rate, silence.pts = 16000, 0
-    for packet in list(audio.encode(silence)) + list(audio.encode(None)):
-        junk = av.Packet(rng.integers(0, 256, max(packet.size, 32), dtype=np.uint8).tobytes())
-        junk.stream, junk.pts, junk.dts, junk.time_base = audio, packet.pts, packet.dts, packet.time_base
-        container.mux(junk)
+def garbled_file(path, video: str, audio: str, seed: int = 0):
+    """A 1 s mkv: each of ``video`` (64 px, 25 fps) and ``audio`` (16 kHz AAC) is "good",
+    "garbage" (the encoder's packet timing with random payloads) or "none"."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as container:
+        streams = []
+        if video != "none":
+            stream = container.add_stream("libx264", rate=25)
+            stream.width = stream.height = 64
+            stream.pix_fmt = "yuv420p"
+            frames = [av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 9, np.uint8), format="rgb24") for i in range(25)]
+            streams.append((stream, video, frames))
+        if audio != "none":
+            stream = container.add_stream("aac", rate=16000, layout="mono")
+            voice = av.AudioFrame.from_ndarray(tone(16000, amplitude=0.3).astype(np.float32)[None], format="flt", layout="mono")
+            voice.sample_rate, voice.pts = 16000, 0
+            streams.append((stream, audio, [voice]))
+        for stream, kind, frames in streams:
+            for packet in [p for frame in frames for p in stream.encode(frame)] + list(stream.encode(None)):
+                if kind == "garbage":
+                    junk = av.Packet(rng.integers(0, 256, max(packet.size, 32), dtype=np.uint8).tobytes())
+                    junk.stream, junk.pts, junk.dts, junk.time_base = stream, packet.pts, packet.dts, packet.time_base
+                    packet = junk
+                container.mux(packet)
+    return path
 
 
 def test_probe_keeps_the_good_video_next_to_a_garbage_audio_track(tmp_path):
-    path = tmp_path / "garbage_audio.mkv"
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=25)
-        video.width = video.height = 64
-        video.pix_fmt = "yuv420p"
-        audio = container.add_stream("aac", rate=16000, layout="mono")
-        for i in range(25):
-            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 9, np.uint8), format="rgb24")))
-        container.mux(video.encode(None))
-        mux_garbage(container, audio, 16000, rng)
+    path = garbled_file(tmp_path / "garbage_audio.mkv", video="good", audio="garbage")
     info = probe(path)
     assert info.has_video and not info.has_audio
     assert info.fps == pytest.approx(25.0) and info.duration_s == pytest.approx(1.0, abs=0.1)
@@ -161,11 +168,18 @@ def test_probe_keeps_the_good_video_next_to_a_garbage_audio_track(tmp_path):
     assert str(path) in str(caught.value)
 
 
-def test_probe_of_a_file_with_no_usable_stream_names_each_problem(tmp_path):
-    path = tmp_path / "audio_only_garbage.mkv"
-    rng = np.random.default_rng(1)
-    with av.open(str(path), "w") as container:
-        mux_garbage(container, container.add_stream("aac", rate=16000, layout="mono"), 8000, rng)
+def test_probe_keeps_the_audio_next_to_a_garbage_video_track(tmp_path):
+    path = garbled_file(tmp_path / "garbage_video.mkv", video="garbage", audio="good")
+    info = probe(path)
+    assert info.has_audio and not info.has_video and info.fps == 0.0
+    assert info.unusable == {"video": "video stream has no decodable frame"}
+    assert len(load_audio(path)) == pytest.approx(16000, abs=1500)
+
+
+@pytest.mark.parametrize("video", ["garbage", "none"])
+def test_probe_of_a_file_with_no_usable_stream_names_each_problem(tmp_path, video):
+    path = garbled_file(tmp_path / "garbage.mkv", video=video, audio="garbage")
     with pytest.raises(MediaError, match="audio stream does not decode") as caught:
         probe(path)
-    assert str(path) in str(caught.value)
+    assert str(caught.value).startswith(str(path))
+    assert ("video stream has no decodable frame" in str(caught.value)) == (video == "garbage")
