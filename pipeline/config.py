@@ -78,10 +78,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     raise ParamsError(f"{where}: unsupported schema type {hint!r}")
 
 
-# Where a stage's per-clip work runs (pipeline/executors.py): worker processes on this
-# machine, or Ray actors on the cluster RAY_ADDRESS names (a local Ray instance when unset).
-# Not part of any store's config hash: switching it re-extracts nothing.
-Executor = Literal["local", "ray"]
+# Where a stage's per-clip work runs: a name of the executors registry (pipeline/executors.py;
+# local: worker processes on this machine, ray: Ray actors on the cluster RAY_ADDRESS names),
+# checked in Params. Not part of any store's config hash: switching it re-extracts nothing.
+Executor = str
 # How entries are stored (not what they hold) is not part of the hash either.
 EXECUTION_KEYS = ("workers", "executor", "num_gpus", "image_compression")
 
@@ -134,6 +134,9 @@ class FacesParams:
     workers: int = 2
     executor: Executor = "local"
     num_gpus: float = 0.0  # per Ray actor, when the cluster has GPUs (mediapipe itself runs on CPU)
+    # A video that decodes to less than this share of the duration its file declares (a
+    # truncated file) gets a failures row naming both; its frames are still used.
+    min_decoded_fraction: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class AudioParams:
     sample_rate: int = 16000
     workers: int = 2
     executor: Executor = "local"
+    min_decoded_fraction: float = 0.9  # as faces.min_decoded_fraction, for the audio track
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,7 @@ class Params:
     late_fusion: LateFusionParams = field(default_factory=LateFusionParams)
 
     def __post_init__(self) -> None:
+        _check_executors(self)
         for name, branch in self.branches.items():
             if branch.features not in self.extractors:
                 raise ParamsError(
@@ -239,6 +244,16 @@ class Params:
                 raise ParamsError(
                     f"late_fusion.members: {name!r} is neither a branch {sorted(self.branches)} nor 'fusion'"
                 )
+
+
+def _check_executors(params: Params) -> None:
+    from pipeline.executors import EXECUTORS
+
+    chosen = {"faces.executor": params.faces.executor, "audio.executor": params.audio.executor}
+    chosen.update({f"extractors.{name}.executor": spec.executor for name, spec in params.extractors.items()})
+    for key, name in chosen.items():
+        if name not in EXECUTORS.names():
+            raise ParamsError(f"{key}: unknown executor {name!r}; available: {EXECUTORS.names()}")
 
 
 def load_params(path: str | Path = "params.yaml", check_components: bool = True) -> Params:
@@ -268,11 +283,10 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     return params
 
 
-def _validate_components(params: Params, path: Path) -> None:
-    """Check names against the registries and each option block against its class's config."""
+def validate_extractors(params: Params, path: str | Path = "params.yaml") -> None:
+    """Check the extractor blocks against the extractor registry (which imports no torch: the
+    extract stages validate their own component this way)."""
     from pipeline.extractors import EXTRACTORS
-    from pipeline.fusion.cross_modal import FUSIONS
-    from pipeline.heads import HEADS
 
     try:
         for name, spec in params.extractors.items():
@@ -280,6 +294,17 @@ def _validate_components(params: Params, path: Path) -> None:
             extractor_input = EXTRACTORS.get(spec.type).input
             if extractor_input != spec.input:
                 raise ParamsError(f"extractors.{name}.input: {spec.type} reads {extractor_input!r}, not {spec.input!r}")
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None
+
+
+def _validate_components(params: Params, path: Path) -> None:
+    """Check names against the registries and each option block against its class's config."""
+    from pipeline.fusion.cross_modal import FUSIONS
+    from pipeline.heads import HEADS
+
+    validate_extractors(params, path)
+    try:
         for name, branch in params.branches.items():
             HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
         from pipeline.heads.pooled import is_pooled_head

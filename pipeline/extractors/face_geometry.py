@@ -127,8 +127,8 @@ class FaceGeometry(Extractor):
     input = "faces"
     input_keys = ("landmarks", "mask", "timestamps")
 
-    @property
-    def weights_origin(self) -> str:
+    @classmethod
+    def weights_origin_for(cls, config) -> str:
         return "no weights: measured on the faces store's MediaPipe face mesh"
 
     def extract(self, entry: Entry) -> Features:

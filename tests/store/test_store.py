@@ -112,7 +112,7 @@ def test_an_incremental_index_opens_only_entries_written_since_the_last_one(tmp_
     assert index.set_index("clip_id")["config_hash"].to_dict() == {"a": "h", "b": "h2", "c": "h2"}
 
 
-def test_up_to_date_trusts_the_index_only_for_entries_not_written_since(tmp_path):
+def test_entry_rows_trust_the_index_only_for_entries_not_written_since(tmp_path):
     store = FeatureStore(tmp_path / "s")
     for clip in ["a", "b", "r"]:
         store.write(clip, arrays(4), {"config_hash": "h"})
@@ -126,4 +126,5 @@ def test_up_to_date_trusts_the_index_only_for_entries_not_written_since(tmp_path
     for clip in ["r", "c", "d"]:
         _set_mtime(store.path_of(clip), indexed_at + 10**9)
     store.path_of("b").unlink()  # indexed, but the file is gone
-    assert store.up_to_date(["a", "b", "c", "d", "e", "r"], "h") == {"a", "c"}
+    rows = store.entry_rows(["a", "b", "c", "d", "e", "r"])
+    assert {clip: row["config_hash"] for clip, row in rows.items()} == {"a": "h", "c": "h", "d": "old", "r": "other"}
