@@ -35,7 +35,7 @@ import pandas as pd
 from pipeline.executors import JobError, is_disk_full, make_executor, read_ahead
 from pipeline.media import MediaError, load_audio, sample_frames
 from pipeline.store import FAILURE_COLUMNS, Entry, FeatureStore
-from pipeline.store.files import write_text_if_changed
+from pipeline.store.files import read_parquet, write_text_if_changed
 from pipeline.store.lineage import NEW, FileHashes, Lineage, identity_parts, stale_reasons
 
 # The store file caching the sha256 of the files its entries are made from (media, weights).
@@ -546,6 +546,14 @@ def extract_features(name: str, spec: Any, manifest: pd.DataFrame, features_root
     print(f"{stage}: {len(results)} clips extracted, {len(jobs) - len(results)} up to date, {len(failures)} failures rows")
     print_failures(failures)
     return StageOutcome(results, failures)
+
+
+def read_clips(path: str | Path) -> pd.DataFrame:
+    """The clips the extraction stages read (data/clips.parquet), read by path: a stage that
+    read it through pandas could abort at exit (see pipeline.store.files.read_parquet)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: manifest missing (run `dvc repro manifest`)")
+    return read_parquet(path)
 
 
 def print_failures(failures: Iterable[dict[str, str]]) -> None:

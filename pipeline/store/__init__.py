@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from pipeline.store.files import atomic_write, remove_abandoned, write_text_if_changed
+from pipeline.store.files import atomic_write, read_parquet, remove_abandoned, write_parquet, write_text_if_changed
 from pipeline.store.lineage import config_hash  # noqa: F401  (re-exported: the store's hash of a config)
 
 # Per entry: where it is, its length, its lineage (key ... made_because), which stage made it,
@@ -170,7 +170,7 @@ class FeatureStore:
             for clip_id in [row["clip_id"]]
         )
         if not unchanged:
-            atomic_write(self.index_path, lambda temporary: index.to_parquet(temporary, index=False))
+            write_parquet(index, self.index_path)
         return index
 
     def write_failures(self, failures: list[dict[str, str]]) -> None:
@@ -189,7 +189,7 @@ class FeatureStore:
     def _read_index(self) -> pd.DataFrame | None:
         """The index as written, or None (with a warning) if it cannot be read."""
         try:
-            return pd.read_parquet(self.index_path)
+            return read_parquet(self.index_path)
         except FileNotFoundError:
             raise
         except Exception as error:  # ArrowInvalid, OSError, ...: whatever a damaged file raises

@@ -58,6 +58,29 @@ def write_text_if_changed(final: Path, text: str) -> bool:
     return True
 
 
+def read_parquet(path: str | Path):
+    """A parquet file as a DataFrame, read by Arrow from its path.
+
+    Not pandas.read_parquet: it hands Arrow a Python file object, whose reads run on Arrow's
+    IO threads (read-ahead) and take the GIL. A thread still doing so while the interpreter
+    shuts down is stopped by Python with pthread_exit inside C++ code, which aborts the whole
+    process ("terminate called without an active exception", exit code -6) after the stage's
+    work is done (apache/arrow#34314, #36389).
+    """
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(path)).to_pandas()
+
+
+def write_parquet(table, final: Path) -> Path:
+    """Atomically write a DataFrame as parquet, Arrow writing to the path itself (see read_parquet)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow_table = pa.Table.from_pandas(table, preserve_index=False)
+    return atomic_write(final, lambda temporary: pq.write_table(arrow_table, str(temporary)))
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
