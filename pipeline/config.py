@@ -263,7 +263,8 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     has already done it."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        # libyaml's loader where available: the pure-Python one takes a tenth of a second here.
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the project root)") from None
     except yaml.YAMLError as error:

@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from tqdm import tqdm
-
 from pipeline.registry import Registry
 
 Processor = Callable[[Any], Any]
@@ -73,6 +71,14 @@ def job_error(error: BaseException) -> JobError:
 class Executor(Protocol):
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
         """Yield (job, result or JobError) pairs in completion order."""
+
+
+def progress_bar(**options: Any):
+    """A tqdm bar over a stage's clips (tqdm is imported here: finding its version scans the
+    installed packages, a cost a stage with nothing to do should not pay)."""
+    from tqdm import tqdm
+
+    return tqdm(unit="clip", mininterval=2.0, **options)
 
 
 def read_ahead(items: Iterator[Any], depth: int = 8) -> Iterator[Any]:
@@ -142,7 +148,7 @@ class InProcessExecutor:
     """Every clip in the stage process, one after the other (``local`` with one worker)."""
 
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
-        yield from _run_here(processor, tqdm(jobs, desc=desc, unit="clip", mininterval=2.0))
+        yield from _run_here(processor, progress_bar(iterable=jobs, desc=desc))
 
 
 def _limit_threads(threads: int) -> None:
@@ -264,7 +270,7 @@ class SharedWorkExecutor:
             target=self._dispatch, args=(processes, inboxes, outbox, work, finished), name=f"{desc}-dispatch", daemon=True
         )
         dispatcher.start()
-        progress = tqdm(total=len(jobs), desc=desc, unit="clip", mininterval=2.0)
+        progress = progress_bar(total=len(jobs), desc=desc)
 
         def collected(wait: float = 0.0) -> Iterator[tuple[Any, Any]]:
             try:
@@ -448,7 +454,7 @@ class RayExecutor:
             for actor in actors:
                 if queue:
                     submit(actor)
-        progress = tqdm(total=len(jobs), desc=desc, unit="clip", mininterval=2.0)
+        progress = progress_bar(total=len(jobs), desc=desc)
         try:
             while in_flight:
                 [ref], _ = ray.wait(list(in_flight), num_returns=1)

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.executors import JobError, is_disk_full, make_executor, read_ahead
-from pipeline.media import MediaError, load_audio, sample_frames
 from pipeline.store import FAILURE_COLUMNS, Entry, FeatureStore
 from pipeline.store.files import read_parquet, write_text_if_changed
 from pipeline.store.lineage import NEW, FileHashes, Lineage, identity_parts, stale_reasons
@@ -302,6 +301,7 @@ class FaceClipProcessor(MediaSource):
     def __call__(self, job: ClipJob) -> ClipResult:
         from pipeline.faces.clip import clip_arrays
         from pipeline.faces.track import TrackingParams
+        from pipeline.media import MediaError, sample_frames  # PyAV loads only where clips are decoded
 
         self.warm_up()
         timestamps, faces = [], []
@@ -355,6 +355,8 @@ class AudioClipProcessor(MediaSource):
     sample_rate: int
 
     def __call__(self, job: ClipJob) -> ClipResult:
+        from pipeline.media import MediaError, load_audio
+
         try:
             samples = load_audio(job.path, self.sample_rate)
         except MediaError as error:
@@ -548,9 +550,14 @@ def extract_features(name: str, spec: Any, manifest: pd.DataFrame, features_root
     return StageOutcome(results, failures)
 
 
-def read_clips(path: str | Path) -> pd.DataFrame:
-    """The clips the extraction stages read (data/clips.parquet), read by path: a stage that
-    read it through pandas could abort at exit (see pipeline.store.files.read_parquet)."""
+# The manifest stage's clips (pipeline.datasets.manifest.CLIPS, named here too so that a stage
+# with nothing to extract does not import the manifest's media probing, i.e. PyAV).
+CLIPS = Path("data/clips.parquet")
+
+
+def read_clips(path: str | Path = CLIPS) -> pd.DataFrame:
+    """The clips the extraction stages read, read by path: a stage that read it through pandas
+    could abort at exit (see pipeline.store.files.read_parquet)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: manifest missing (run `dvc repro manifest`)")
     return read_parquet(path)

@@ -2,7 +2,6 @@
 import sys
 
 from pipeline.config import load_params, validate_extractors
-from pipeline.datasets.manifest import CLIPS
 from pipeline.extraction import StageFailed, extract_features, read_clips
 
 FEATURES = "features"
@@ -16,7 +15,7 @@ def main(name: str) -> None:
     if name not in params.extractors:
         raise SystemExit(f"extract: no extractor {name!r} in params.yaml; defined: {sorted(params.extractors)}")
     try:
-        extract_features(name, params.extractors[name], read_clips(CLIPS), FEATURES)
+        extract_features(name, params.extractors[name], read_clips(), FEATURES)
     except StageFailed as error:
         raise SystemExit(str(error)) from None
 

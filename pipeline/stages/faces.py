@@ -1,7 +1,6 @@
 """Stage faces: detect, landmark and align faces on sampled frames of every video, link them
 into tracks, and write the per-clip detection report (features/faces/report.csv)."""
 from pipeline.config import load_params
-from pipeline.datasets.manifest import CLIPS
 from pipeline.extraction import StageFailed, extract_faces, read_clips
 from pipeline.extraction import write_faces_report as write_report  # noqa: F401  (the report, for callers of this module)
 
@@ -13,7 +12,7 @@ def main() -> None:
     # manifest stage before it, and by each extract/train stage) spares it importing torch.
     params = load_params(check_components=False)
     try:
-        extract_faces(params.faces, read_clips(CLIPS), STORE)
+        extract_faces(params.faces, read_clips(), STORE)
     except StageFailed as error:
         raise SystemExit(str(error)) from None
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import h5py
 import numpy as np
 import pandas as pd
 
@@ -86,7 +85,15 @@ class Entry:
         return self.arrays["mask"]
 
 
-def _row(clip_id: str, file: str, handle: h5py.File) -> dict[str, Any]:
+def _h5py():
+    """h5py, imported on first use: a stage whose index answers for every entry never opens
+    one, and does not pay for the import."""
+    import h5py
+
+    return h5py
+
+
+def _row(clip_id: str, file: str, handle) -> dict[str, Any]:
     """The index row of an open entry."""
     attrs = handle.attrs
     row = {"clip_id": clip_id, "file": file, "num_frames": int(handle["timestamps"].shape[0]) if "timestamps" in handle else 0}
@@ -113,6 +120,7 @@ class FeatureStore:
         self.entries_dir = self.root / "entries"
         self.index_path = self.root / "index.parquet"
         self.failures_path = self.root / "failures.csv"
+        self._index_cache: tuple[tuple[int, int, int], pd.DataFrame] | None = None
 
     # -- writing -------------------------------------------------------------------------
     def write(
@@ -124,7 +132,7 @@ class FeatureStore:
             raise ValueError(f"image_compression must be one of {sorted(IMAGE_COMPRESSIONS)}, got {image_compression!r}")
 
         def write_entry(temporary: Path) -> None:
-            with h5py.File(temporary, "w") as handle:
+            with _h5py().File(temporary, "w") as handle:
                 handle.attrs["clip_id"] = clip_id
                 for key, value in attrs.items():
                     handle.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
@@ -159,7 +167,7 @@ class FeatureStore:
                 continue
             row = previous.get(clip_id)
             if row is None or row["file"] != path.name or not written_before(path, indexed_at):
-                with h5py.File(path, "r") as handle:
+                with _h5py().File(path, "r") as handle:
                     row = _row(clip_id, path.name, handle)
             rows.append(row)
         remove_abandoned(self.entries_dir)
@@ -187,9 +195,17 @@ class FeatureStore:
         return table if table is not None else self._rebuilt_index()
 
     def _read_index(self) -> pd.DataFrame | None:
-        """The index as written, or None (with a warning) if it cannot be read."""
+        """The index as written, or None (with a warning) if it cannot be read. A stage reads
+        it several times (skip check, indexing, report): the table is kept while the file is
+        the same one."""
         try:
-            return read_parquet(self.index_path)
+            stat = self.index_path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if self._index_cache is not None and self._index_cache[0] == stamp:
+                return self._index_cache[1].copy()
+            table = read_parquet(self.index_path)
+            self._index_cache = (stamp, table)
+            return table.copy()
         except FileNotFoundError:
             raise
         except Exception as error:  # ArrowInvalid, OSError, ...: whatever a damaged file raises
@@ -205,7 +221,7 @@ class FeatureStore:
         rows = []
         for path in sorted(self.entries_dir.glob("*.h5")) if self.entries_dir.exists() else []:
             try:
-                with h5py.File(path, "r") as handle:
+                with _h5py().File(path, "r") as handle:
                     rows.append(_row(str(handle.attrs.get("clip_id", path.stem)), path.name, handle))
             except OSError:
                 continue
@@ -240,7 +256,7 @@ class FeatureStore:
                 rows[clip_id] = row
                 continue
             try:
-                with h5py.File(path, "r") as handle:
+                with _h5py().File(path, "r") as handle:
                     rows[clip_id] = _row(clip_id, path.name, handle)
             except (FileNotFoundError, OSError):
                 continue  # no entry, or one that cannot be read: made again
@@ -301,7 +317,7 @@ class FeatureStore:
         if not path.exists():
             return None
         try:
-            with h5py.File(path, "r") as handle:
+            with _h5py().File(path, "r") as handle:
                 return dict(handle.attrs)
         except OSError:
             return None
@@ -309,7 +325,7 @@ class FeatureStore:
     def read(self, clip_id: str, keys: Iterable[str] | None = None) -> Entry:
         path = self.path_of(clip_id)
         try:
-            with h5py.File(path, "r") as handle:
+            with _h5py().File(path, "r") as handle:
                 names = list(handle.keys()) if keys is None else list(keys)
                 missing = [name for name in names if name not in handle]
                 if missing:
