@@ -545,7 +545,7 @@ def extract_features(name: str, spec: Any, manifest: pd.DataFrame, features_root
     )
     if hasattr(processor, "_built"):
         print(f"{stage}: ran on {processor.extractor().device}")
-    print(f"{stage}: {len(results)} clips extracted, {len(jobs) - len(results)} up to date, {len(failures)} failures rows")
+    print(f"{stage}: {len(results)} clips processed, {len(jobs) - len(results)} up to date, {len(failures)} failures rows")
     print_failures(failures)
     return StageOutcome(results, failures)
 

@@ -11,6 +11,7 @@ with that validation on; stages that pass ``check_components=False`` never impor
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,11 @@ def module_file(module: str) -> Path | None:
 VALIDATION = ("pipeline.config", "_validate_components")  # (module, function) importing every registry to validate params
 
 
+@lru_cache(maxsize=None)
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
 def _nodes(tree: ast.AST, skipped_function: str | None) -> list[ast.AST]:
     """Every node of ``tree`` except those inside the function named ``skipped_function``."""
     nodes, todo = [], [tree]
@@ -46,7 +52,7 @@ def _nodes(tree: ast.AST, skipped_function: str | None) -> list[ast.AST]:
 
 def validates_components(path: Path) -> bool:
     """Whether the file calls load_params without check_components=False."""
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "load_params":
             off = any(k.arg == "check_components" and isinstance(k.value, ast.Constant) and k.value.value is False for k in node.keywords)
             if not off:
@@ -54,13 +60,14 @@ def validates_components(path: Path) -> bool:
     return False
 
 
+@lru_cache(maxsize=None)
 def imported_modules(path: Path, module: str, validation: bool = True) -> set[str]:
     """Project modules named by the import statements of one source file (without
     ``load_params``'s component validation unless ``validation``)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     skipped = VALIDATION[1] if module == VALIDATION[0] and not validation else None
     found = set()
-    for node in _nodes(ast.parse(path.read_text(), str(path)), skipped):
+    for node in _nodes(parsed(path), skipped):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
