@@ -45,7 +45,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.devtools import copy_project  # noqa: E402
+from pipeline.devtools import copy_project, set_params  # noqa: E402
 
 INCREMENTAL_TARGET = 0.15
 MEMORY_TARGET = 1.2
@@ -100,18 +100,6 @@ def run_stage(root: Path, args: list[str], env: dict[str, str] | None = None) ->
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return StageRun(seconds, peak, output, cpu)
-
-
-def set_params(root: Path, **groups: dict) -> None:
-    """Merge ``{"faces": {...}, "extractors.fer": {...}}`` into the copy's params.yaml."""
-    path = root / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for dotted, values in groups.items():
-        node = params
-        for key in dotted.split("."):
-            node = node[key]
-        node.update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def use_clips(root: Path, table: pd.DataFrame) -> None:

@@ -123,28 +123,22 @@ FACEX = Weights(
 
 _IMAGENET = "RGB in [0, 1] normalised by the ImageNet mean and std"
 _KINETICS = "RGB clips in [0, 1] at 112x112 normalised by the Kinetics-400 mean and std"
+_DOWNLOADS = "https://download.pytorch.org/models"
+
+
+def _torchvision(arch: str, name: str, file_name: str, preprocessing: str) -> Weights:
+    url = f"{_DOWNLOADS}/{file_name}"
+    return Weights(name, f"torchvision {arch} {name} ({url})", preprocessing, url=url)
+
+
 # torchvision's files (newest first per architecture), by the names of their WeightsEnum members.
 TORCHVISION = {
     "resnet50": (
-        Weights("IMAGENET1K_V2", "torchvision resnet50 IMAGENET1K_V2 (https://download.pytorch.org/models/resnet50-11ad3fa6.pth)",
-                _IMAGENET, url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth"),
-        Weights("IMAGENET1K_V1", "torchvision resnet50 IMAGENET1K_V1 (https://download.pytorch.org/models/resnet50-0676ba61.pth)",
-                _IMAGENET, url="https://download.pytorch.org/models/resnet50-0676ba61.pth"),
+        _torchvision("resnet50", "IMAGENET1K_V2", "resnet50-11ad3fa6.pth", _IMAGENET),
+        _torchvision("resnet50", "IMAGENET1K_V1", "resnet50-0676ba61.pth", _IMAGENET),
     ),
-    "vgg16": (
-        Weights("IMAGENET1K_V1", "torchvision vgg16 IMAGENET1K_V1 (https://download.pytorch.org/models/vgg16-397923af.pth)",
-                _IMAGENET, url="https://download.pytorch.org/models/vgg16-397923af.pth"),
-    ),
-    "r3d_18": (
-        Weights("KINETICS400_V1", "torchvision r3d_18 KINETICS400_V1 (https://download.pytorch.org/models/r3d_18-b3b3357e.pth)",
-                _KINETICS, url="https://download.pytorch.org/models/r3d_18-b3b3357e.pth"),
-    ),
-    "mc3_18": (
-        Weights("KINETICS400_V1", "torchvision mc3_18 KINETICS400_V1 (https://download.pytorch.org/models/mc3_18-a90a0ba3.pth)",
-                _KINETICS, url="https://download.pytorch.org/models/mc3_18-a90a0ba3.pth"),
-    ),
-    "r2plus1d_18": (
-        Weights("KINETICS400_V1", "torchvision r2plus1d_18 KINETICS400_V1 (https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth)",
-                _KINETICS, url="https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth"),
-    ),
+    "vgg16": (_torchvision("vgg16", "IMAGENET1K_V1", "vgg16-397923af.pth", _IMAGENET),),
+    "r3d_18": (_torchvision("r3d_18", "KINETICS400_V1", "r3d_18-b3b3357e.pth", _KINETICS),),
+    "mc3_18": (_torchvision("mc3_18", "KINETICS400_V1", "mc3_18-a90a0ba3.pth", _KINETICS),),
+    "r2plus1d_18": (_torchvision("r2plus1d_18", "KINETICS400_V1", "r2plus1d_18-91a641e6.pth", _KINETICS),),
 }

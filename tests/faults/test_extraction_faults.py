@@ -27,7 +27,7 @@ import psutil
 import pytest
 import yaml
 
-from pipeline.devtools import copy_project, run, run_timed, stages_run
+from pipeline.devtools import copy_project, run, run_timed, set_params, stages_run
 from pipeline.extraction import FAULT_POINT_VARIABLE
 
 # -- the project and how its stages are run and compared ------------------------------------
@@ -37,17 +37,6 @@ STORES = ("faces", "audio", "fer", "logmel", "egemaps")
 # 4 speakers x 2 emotions x 1 take of 0.6-0.8 s, plus the demo's four bad clips.
 DEMO = {"identities": 4, "emotions": ["neutral", "happy"], "takes": 1, "min_duration_s": 0.6, "max_duration_s": 0.8}
 TRAIN = {"epochs": 2, "patience": 2, "batch_size": 8}
-
-
-def set_params(root: Path, **groups: dict) -> None:
-    path = root / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for dotted, values in groups.items():
-        node = params
-        for key in dotted.split("."):
-            node = node[key]
-        node.update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def make_project(target: Path) -> Path:
