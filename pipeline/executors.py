@@ -148,7 +148,16 @@ class InProcessExecutor:
     """Every clip in the stage process, one after the other (``local`` with one worker)."""
 
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
+        _warm_up(processor)
         yield from _run_here(processor, progress_bar(iterable=jobs, desc=desc))
+
+
+def _warm_up(processor: Processor) -> None:
+    """Build the processor's state before its first clip, outside the per-clip error handling:
+    a model that cannot be built stops the stage with its error instead of failing every clip."""
+    warm_up = getattr(processor, "warm_up", None)
+    if warm_up is not None:
+        warm_up()
 
 
 def _limit_threads(threads: int) -> None:
@@ -189,10 +198,7 @@ def _helper_main(helper: int, payload: bytes, threads: int, inbox, outbox, paren
     watch_parent(parent_pid)
     _limit_threads(threads)
     processor = pickle.loads(payload)  # after the thread limits: unpickling may import torch
-    warm_up = getattr(processor, "warm_up", None)
-    if warm_up is not None:
-        # Ready means ready: a clip handed over now does not wait for imports or a model.
-        warm_up()
+    _warm_up(processor)  # ready means ready: a clip handed over now does not wait for imports or a model
     outbox.put((helper, None, None))
     for job, result in _run_here(processor, iter(inbox.get, None)):
         outbox.put((helper, job, result))
@@ -260,11 +266,14 @@ class SharedWorkExecutor:
         ]
         for process in processes:
             process.start()
-        # While the helpers start: the stage process's own model (it may import torch, whose
-        # threads _torch_threads then limits).
-        warm_up = getattr(processor, "warm_up", None)
-        if warm_up is not None:
-            warm_up()
+        try:
+            # While the helpers start: the stage process's own model (it may import torch,
+            # whose threads _torch_threads then limits).
+            _warm_up(processor)
+        except BaseException:
+            for process in processes:
+                process.terminate()
+            raise
         finished: queue.Queue = queue.Queue()  # (job, result) pairs from the helpers
         dispatcher = threading.Thread(
             target=self._dispatch, args=(processes, inboxes, outbox, work, finished), name=f"{desc}-dispatch", daemon=True
