@@ -91,7 +91,9 @@ def sample_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndar
     Every frame is decoded (inter-frame codecs need it) but only the sampled ones are
     converted to RGB, which is the expensive part at low sampling rates. A frame is taken
     when its presentation time reaches the next sampling instant, so timestamps are the
-    true PTS of the frames used.
+    true PTS of the frames used. A stream that stops decoding part-way (a truncated file)
+    ends there; only one that decodes no frame at all is an error (callers compare the
+    decoded duration with the declared one).
     """
     with _open(path) as container:
         if not container.streams.video:
@@ -100,8 +102,10 @@ def sample_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndar
         stream.thread_type = "AUTO"
         step = 1.0 / fps
         next_time = 0.0
+        decoded = False
         try:
             for frame in container.decode(stream):
+                decoded = True
                 if frame.pts is None:
                     continue
                 time_s = float(frame.pts * stream.time_base)
@@ -110,20 +114,26 @@ def sample_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndar
                 yield time_s, frame.to_ndarray(format="rgb24")
                 next_time = max(next_time + step, time_s + step / 2)
         except av.FFmpegError as error:
-            raise MediaError(path, f"video decoding failed: {error}") from None
+            if not decoded:
+                raise MediaError(path, f"video decoding failed: {error}") from None
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """The first audio stream as mono float32 in [-1, 1] at ``sample_rate``."""
+    """The first audio stream as mono float32 in [-1, 1] at ``sample_rate``; a stream that
+    stops decoding part-way ends there (see :func:`sample_frames`)."""
     with _open(path) as container:
         if not container.streams.audio:
             raise MediaError(path, "no audio stream")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks = []
         try:
-            for frame in container.decode(container.streams.audio[0]):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+            try:
+                for frame in container.decode(container.streams.audio[0]):
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray().reshape(-1))
+            except av.FFmpegError:
+                if not chunks:
+                    raise
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
         except av.FFmpegError as error:
