@@ -25,9 +25,10 @@ import os
 import signal
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -172,7 +173,8 @@ def fill_store(
     """
     started = time.perf_counter()
     identity = processor.identity() if identity is None else identity
-    work = plan(store, jobs, processor, identity, stage)
+    with stopping_on_a_full_disk(store, stage, 0, len(jobs)):  # the plan saves the media hash cache
+        work = plan(store, jobs, processor, identity, stage)
     results, retried = [], set()
     if work.todo:
         runner = make_executor(executor, workers, len(work.todo), num_gpus)
@@ -192,15 +194,11 @@ def fill_store(
     # loses whatever entry it has (written by a worker that died before reporting, or made
     # with an older config), so the next run redoes it (or, for a recorded failure, knows it).
     failed = {r.clip_id: r for r in results if not r.ok}
-    try:
+    with stopping_on_a_full_disk(store, stage, len(results), len(work.todo)):
         index = store.write_index(job.clip_id for job in jobs if job.clip_id not in failed)
         fault_point(stage, "between-index-and-failures")
         failures = _failures(jobs, work, failed, retried, index, known_failures or [], stage, min_decoded_fraction)
         store.write_failures(failures)
-    except OSError as error:
-        if is_disk_full(error):
-            raise _disk_full(store, stage, str(error), len(results), len(work.todo)) from None
-        raise
     fault_point(stage, "after-failures")
     print(f"{stage}: {work.describe(len(jobs))}; {executor} executor; extraction took {time.perf_counter() - started:.1f} s")
     return results, [{column: failure[column] for column in FAILURE_COLUMNS} for failure in failures]
@@ -211,6 +209,17 @@ def _disk_full(store: FeatureStore, stage: str, reason: str, done: int, todo: in
         f"{stage}: no space left on the device holding {store.root} ({reason}). {done} of {todo} clips were handled before; "
         f"every complete entry is kept. Free some space and run the stage again: it goes on from where it stopped."
     )
+
+
+@contextmanager
+def stopping_on_a_full_disk(store: FeatureStore, stage: str, done: int, todo: int) -> Iterator[None]:
+    """Turn a full disk while writing the store's files into StageFailed (its message says what to do)."""
+    try:
+        yield
+    except OSError as error:
+        if is_disk_full(error):
+            raise _disk_full(store, stage, str(error), done, todo) from None
+        raise
 
 
 def _failures(jobs, work: StalePlan, failed: dict[str, ClipResult], retried: set[str], index: pd.DataFrame,
@@ -507,7 +516,8 @@ def extract_faces(faces: Any, manifest: pd.DataFrame, store_root: str | Path) ->
     detected = sum(r.detected for r in results)
     print(f"faces: {len(results)} clips processed, {frames} frames sampled, detection rate {detected / max(frames, 1):.3f}")
     print_failures(failures)
-    report = write_faces_report(store)
+    with stopping_on_a_full_disk(store, "faces", len(results), len(results)):
+        report = write_faces_report(store)
     print(describe_faces_report(report, store.root / FACES_REPORT))
     return StageOutcome(results, failures)
 

@@ -112,3 +112,31 @@ def test_a_partial_decode_gets_a_failures_row_with_both_durations_and_its_featur
     again, failures_again = fill_store(audio, jobs, AudioClipProcessor(str(audio.root), {"sr": 16000}, 16000), {"sr": 16000},
                                        "audio", min_decoded_fraction=0.9)
     assert again == [] and failures_again == failures
+
+
+def test_a_full_disk_stops_the_stage_with_what_to_do_and_keeps_what_was_written(tmp_path, clip_factory, monkeypatch):
+    import errno
+
+    import pytest
+
+    from pipeline.extraction import StageFailed
+
+    jobs = [ClipJob(f"c{i}", str(clip_factory(f"c{i}.mp4", seconds=0.5))) for i in range(4)]
+    store = FeatureStore(tmp_path / "audio")
+    real_write = FeatureStore.write
+    written = []
+
+    def fill_up(self, clip_id, *args, **kwargs):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(clip_id)
+        return real_write(self, clip_id, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureStore, "write", fill_up)
+    with pytest.raises(StageFailed, match="audio: no space left on the device holding .*run the stage again"):
+        fill_store(store, jobs, AudioClipProcessor(str(store.root), {}, 16000), {}, "audio")
+    monkeypatch.undo()
+    assert sorted(p.stem for p in store.entries_dir.glob("*.h5")) == written == ["c0", "c1"]
+    redone, failures = fill_store(store, jobs, AudioClipProcessor(str(store.root), {}, 16000), {}, "audio")
+    assert sorted(r.clip_id for r in redone) == ["c2", "c3"] and failures == []  # the first two were kept
+    assert store.clip_ids() == ["c0", "c1", "c2", "c3"]
