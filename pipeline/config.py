@@ -79,10 +79,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     raise ParamsError(f"{where}: unsupported schema type {hint!r}")
 
 
-# Where a stage's per-clip work runs (pipeline/executors.py): worker processes on this
-# machine, or Ray actors on the cluster RAY_ADDRESS names (a local Ray instance when unset).
-# Not part of any store's config hash: switching it re-extracts nothing.
-Executor = Literal["local", "ray"]
+# Where a stage's per-clip work runs: a name of the executors registry (pipeline/executors.py;
+# local: worker processes on this machine, ray: Ray actors on the cluster RAY_ADDRESS names),
+# checked in Params. Not part of any store's config hash: switching it re-extracts nothing.
+Executor = str
 # How entries are stored (not what they hold) is not part of the hash either.
 EXECUTION_KEYS = ("workers", "executor", "num_gpus", "image_compression")
 
@@ -139,6 +139,9 @@ class FacesParams:
     workers: int = 2
     executor: Executor = "local"
     num_gpus: float = 0.0  # per Ray actor, when the cluster has GPUs (mediapipe itself runs on CPU)
+    # A video that decodes to less than this share of the duration its file declares (a
+    # truncated file) gets a failures row naming both; its frames are still used.
+    min_decoded_fraction: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class AudioParams:
     sample_rate: int = 16000
     workers: int = 2
     executor: Executor = "local"
+    min_decoded_fraction: float = 0.9  # as faces.min_decoded_fraction, for the audio track
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,7 @@ class Params:
             raise ParamsError(
                 f"data.labels: a classification experiment needs at least two classes, got {self.data.labels}"
             )
+        _check_executors(self)
         for name, branch in self.branches.items():
             if branch.features not in self.extractors:
                 raise ParamsError(
@@ -250,6 +255,16 @@ class Params:
                 )
 
 
+def _check_executors(params: Params) -> None:
+    from pipeline.executors import EXECUTORS
+
+    chosen = {"faces.executor": params.faces.executor, "audio.executor": params.audio.executor}
+    chosen.update({f"extractors.{name}.executor": spec.executor for name, spec in params.extractors.items()})
+    for key, name in chosen.items():
+        if name not in EXECUTORS.names():
+            raise ParamsError(f"{key}: unknown executor {name!r}; available: {EXECUTORS.names()}")
+
+
 def load_params(path: str | Path = "params.yaml", check_components: bool = True) -> Params:
     """Read and validate params.yaml. ``check_components`` also validates every extractor,
     head and fusion option block against its registered class (which imports torch); stages
@@ -257,7 +272,8 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     has already done it."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        # libyaml's loader where available: the pure-Python one takes a tenth of a second here.
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the project root)") from None
     except yaml.YAMLError as error:
@@ -277,11 +293,10 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     return params
 
 
-def _validate_components(params: Params, path: Path) -> None:
-    """Check names against the registries and each option block against its class's config."""
+def validate_extractors(params: Params, path: str | Path = "params.yaml") -> None:
+    """Check the extractor blocks against the extractor registry (which imports no torch: the
+    extract stages validate their own component this way)."""
     from pipeline.extractors import EXTRACTORS
-    from pipeline.fusion.cross_modal import FUSIONS
-    from pipeline.heads import HEADS
 
     try:
         for name, spec in params.extractors.items():
@@ -289,6 +304,17 @@ def _validate_components(params: Params, path: Path) -> None:
             extractor_input = EXTRACTORS.get(spec.type).input
             if extractor_input != spec.input:
                 raise ParamsError(f"extractors.{name}.input: {spec.type} reads {extractor_input!r}, not {spec.input!r}")
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None
+
+
+def _validate_components(params: Params, path: Path) -> None:
+    """Check names against the registries and each option block against its class's config."""
+    from pipeline.fusion.cross_modal import FUSIONS
+    from pipeline.heads import HEADS
+
+    validate_extractors(params, path)
+    try:
         for name, branch in params.branches.items():
             HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options", f"branches.{name}.head.type")
         from pipeline.heads.pooled import is_pooled_head

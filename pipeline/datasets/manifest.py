@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline.config import DataParams
 from pipeline.datasets import DATASETS, DatasetError
+from pipeline.store.files import read_parquet
 from pipeline.media import MediaError, MediaInfo, probe
 
 MANIFEST_COLUMNS = [
@@ -197,4 +198,4 @@ def read_manifest(path: str | Path = "data/manifest.parquet") -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: manifest missing (run `dvc repro manifest`)")
-    return pd.read_parquet(path)
+    return read_parquet(path)

@@ -114,7 +114,9 @@ def sample_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndar
     Every frame is decoded (inter-frame codecs need it) but only the sampled ones are
     converted to RGB, which is the expensive part at low sampling rates. A frame is taken
     when its presentation time reaches the next sampling instant, so timestamps are the
-    true PTS of the frames used.
+    true PTS of the frames used. A stream that stops decoding part-way (a truncated file)
+    ends there; only one that decodes no frame at all is an error (callers compare the
+    decoded duration with the declared one).
     """
     with _open(path) as container:
         if not container.streams.video:
@@ -123,8 +125,10 @@ def sample_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndar
         stream.thread_type = "AUTO"
         step = 1.0 / fps
         next_time = 0.0
+        decoded = False
         try:
             for frame in container.decode(stream):
+                decoded = True
                 if frame.pts is None:
                     continue
                 time_s = float(frame.pts * stream.time_base)
@@ -133,7 +137,8 @@ def sample_frames(path: str | Path, fps: float) -> Iterator[tuple[float, np.ndar
                 yield time_s, frame.to_ndarray(format="rgb24")
                 next_time = max(next_time + step, time_s + step / 2)
         except av.FFmpegError as error:
-            raise MediaError(path, f"video decoding failed: {error}") from None
+            if not decoded:
+                raise MediaError(path, f"video decoding failed: {error}") from None
 
 
 # libswresample's default matrix adds the channels at up to -3 dB each (stereo to mono
@@ -147,21 +152,26 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """The first audio stream as mono float32 in [-1, 1] at ``sample_rate``: channels
     mixed down with a normalised matrix, and lossy decoders' overshoot past full scale
     clipped. A stream whose sample rate or layout changes part-way (concatenated
-    recordings) is resampled piece by piece."""
+    recordings) is resampled piece by piece; a stream that stops decoding part-way ends
+    there (see :func:`sample_frames`)."""
     with _open(path) as container:
         if not container.streams.audio:
             raise MediaError(path, "no audio stream")
         resampler, source = None, None
         chunks = []
         try:
-            for frame in container.decode(container.streams.audio[0]):
-                layout = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if layout != source:
-                    if resampler is not None:
-                        chunks += _resampled(resampler, None)
-                    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, options=DOWNMIX_OPTIONS)
-                    source = layout
-                chunks += _resampled(resampler, frame)
+            try:
+                for frame in container.decode(container.streams.audio[0]):
+                    layout = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    if layout != source:
+                        if resampler is not None:
+                            chunks += _resampled(resampler, None)
+                        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate, options=DOWNMIX_OPTIONS)
+                        source = layout
+                    chunks += _resampled(resampler, frame)
+            except av.FFmpegError:
+                if not chunks:
+                    raise
             if resampler is not None:
                 chunks += _resampled(resampler, None)
         except av.FFmpegError as error:

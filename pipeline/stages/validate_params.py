@@ -6,9 +6,11 @@ pass unnoticed. This stage depends on every key and runs first. Its output never
 while the params are valid, so the stages that depend on it (manifest, demo_data, and
 through them every other) still re-run only for their own keys.
 
-It checks the schema (every key, type and value, and the dataset adapter's options).
-Registry names and option blocks of extractors, heads and fusions are checked by each stage
-that builds them, before its work, since their registries import torch.
+It checks everything load_params checks: the schema (every key, type and value), the
+dataset adapter's options, and the registry names, option blocks and combinations of the
+extractors, heads and fusions, so a typo in a head stops the run before any extraction.
+That imports torch (a few seconds), paid once per params change: the stages before
+training (demo_data, manifest, faces, audio, extract) check only what they use.
 """
 from pathlib import Path
 
@@ -20,7 +22,7 @@ CONTENT = "params.yaml passed validation (pipeline/config.py)\n"  # the same on 
 
 def main() -> None:
     try:
-        load_params(check_components=False)
+        load_params()
     except ParamsError as error:
         raise SystemExit(f"validate_params: {error}") from None
     CHECKED.parent.mkdir(parents=True, exist_ok=True)
