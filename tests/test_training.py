@@ -8,9 +8,11 @@ import pytest
 from pipeline.config import TrainParams
 from pipeline.heads import HEADS
 from pipeline.models import BranchSpec, ModelSpec
+from pipeline.tasks.classification import ClassificationTask
 from pipeline.training import cross_validate
 
 CLASSES = ["low", "high"]
+TASK = ClassificationTask(ClassificationTask.Config(CLASSES))
 
 
 def toy_data(speakers=4, per_speaker=12, seed=0):
@@ -36,7 +38,7 @@ PARAMS = TrainParams(epochs=30, patience=6, batch_size=8, lr=0.01, workers=1)
 def run(params=PARAMS):
     sequences, clips = toy_data()
     spec = ModelSpec([BranchSpec("x", 3, "stats", HEADS.get("stats").Config(hidden=8, dropout=0.0))], 2)
-    return cross_validate(spec, {"x": sequences}, clips, CLASSES, params), clips
+    return cross_validate(spec, {"x": sequences}, clips, TASK, params), clips
 
 
 def test_out_of_fold_scores_cover_every_clip_once():

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from pipeline.heads import AttentionPool
+from pipeline.layers import AttentionPool
 from pipeline.registry import Registry
 
 

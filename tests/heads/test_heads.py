@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from pipeline.heads import HEADS, masked_mean_std
-from pipeline.heads.pooled import is_pooled_head
+from pipeline.heads import HEADS, capabilities
+from pipeline.layers import masked_mean_std
 
 
 # Heads on raw inputs of a fixed shape (the fine-tuned CNN on 64x64 pixels) have their own
 # tests in test_finetune.py; the non-neural pooled heads theirs in test_pooled.py.
-GENERIC_HEADS = [n for n in HEADS.names() if not getattr(HEADS.get(n), "raw_input", False) and not is_pooled_head(n)]
+GENERIC_HEADS = [n for n in HEADS.names() if capabilities(n).neural and not capabilities(n).raw_input]
 
 
 def build(name, input_dim=6, **options):
@@ -77,7 +77,7 @@ def test_tcn_receptive_field_follows_config():
 
 
 def test_masked_average_pool_ignores_masked_frames():
-    from pipeline.heads import masked_average_pool
+    from pipeline.layers import masked_average_pool
 
     x = torch.tensor([[[1.0], [3.0], [50.0], [5.0], [7.0]]])
     mask = torch.tensor([[True, True, False, True, False]])
