@@ -47,7 +47,6 @@ class ClassificationData(TaskData):
         self.labels = self.clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy() if with_targets else None
         self.class_weights = train.class_weights if train is not None else True
         self.max_clip_s = train.max_clip_s if train is not None else 0.0
-        self.prediction_batch = train.batch_size if train is not None else 1
 
     def split(self, train_rows, fraction, rng):
         fit, validation = stratified_split(self.labels[train_rows], fraction, rng)
@@ -129,14 +128,13 @@ class ClassificationData(TaskData):
         return Batch(self.inputs(rows, self._windows(rows, None)), torch.from_numpy(self.labels[rows]), len(rows))
 
     def predict(self, model, rows):
+        # Clip by clip: padded beside a longer clip, a convolution head's edge steps would
+        # read the padding, so a clip's scores would depend on which clips shared its batch.
         import torch
 
         model.eval()
-        outputs = []
         with torch.no_grad():
-            for start in range(0, len(rows), self.prediction_batch):
-                outputs.extend(torch.softmax(model(self.inputs(rows[start : start + self.prediction_batch])), dim=1).numpy())
-        return outputs
+            return [torch.softmax(model(self.inputs(np.array([row]))), dim=1).numpy()[0] for row in rows]
 
 
 @TASKS.register("classification")
