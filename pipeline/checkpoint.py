@@ -128,8 +128,8 @@ class TrainedMember:
     speaker_statistics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
     standardize_speakers: bool
     description: dict[str, Any]
-    _fold_models: Any = None
-    _models: list | None = None
+    fold_models: Any = None        # how the fold models predict (pipeline.training.NeuralFolds / PooledFolds)
+    models: list | None = None     # one per fold, in the order of ``folds``
 
     @property
     def features(self) -> list[str]:
@@ -183,15 +183,15 @@ class TrainedMember:
             raise ValueError(f"{self.path}: member {self.name!r} was trained on no clip (it had no features) and predicts nothing")
         branch_sequences = self._branch_sequences(features, speakers)
         clips = self._clips(branch_sequences, speakers, durations)
-        data = self.task.prepare(branch_sequences, clips, None, with_targets=False)
+        data = self.task.prepare(branch_sequences, clips, None, with_targets=False, dims={b.name: b.input_dim for b in self.spec.branches})
         rows = np.arange(len(clips))
         if fold is not None:
             if fold not in self.folds:
                 raise KeyError(f"{self.path}: no fold {fold}; folds: {self.folds}")
-            model = self._models[self.folds.index(fold)]
-            frame = self.task.score_frame(data, rows, fold, self._fold_models.predict(model, data, rows))
+            model = self.models[self.folds.index(fold)]
+            frame = self.task.score_frame(data, rows, fold, self.fold_models.predict(model, data, rows))
         else:
-            outputs = [self._fold_models.predict(model, data, rows) for model in self._models]
+            outputs = [self.fold_models.predict(model, data, rows) for model in self.models]
             frame = self.task.score_frame(data, rows, -1, [self.task.merge_folds([o[r] for o in outputs]) for r in rows])
         keys = [c for c in ("clip_id", "time_s") if c in frame]
         return self.task.finish(frame[keys + self.task.score_columns()])

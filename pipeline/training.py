@@ -341,7 +341,7 @@ def cross_validate(
         speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
         statistics = {b: speaker_statistics(s, speakers) for b, s in branch_sequences.items()}
         branch_sequences = {b: apply_speaker_statistics(s, speakers, statistics[b]) for b, s in branch_sequences.items()}
-    data = task.prepare(branch_sequences, clips, params)
+    data = task.prepare(branch_sequences, clips, params, dims={b.name: b.input_dim for b in spec.branches})
     models = fold_models(spec, params, task)
     models.prepare(data)
     jobs = [FoldJob(fold, train, predicted, params.seed * 1000 + fold) for fold, train, predicted in fold_rows(clips["fold"].to_numpy())]

@@ -136,6 +136,8 @@ REPREDICT = """
 import json
 from pathlib import Path
 import pandas as pd
+import torch
+torch.set_num_threads(1)  # tiny models: threads only add synchronisation (the folds train with one too)
 from pipeline.checkpoint import load_member
 from pipeline.fusion.late import load_late_fusion
 
@@ -229,3 +231,14 @@ def test_a_checkpoint_holding_code_is_refused(tmp_path):
     torch.save({"format": "aver.member", "version": 1, "member": pd.Timestamp("2024-01-01")}, path)
     with pytest.raises(CheckpointError, match="holds pickled code"):
         load_member(path)
+
+
+def test_a_clip_is_predicted_alone_as_among_others_even_without_one_modality(project):
+    from pipeline.checkpoint import load_member
+
+    member = load_member(project / "models" / "classification" / "fusion_leader_follower" / "model.pt")
+    saved = pd.read_parquet(project / "models" / "classification" / "fusion_leader_follower" / "scores.parquet").set_index("clip_id")
+    features = member.read_features(project / "features", clip_ids=["s1_3"])  # s1_3 has no seq2 features
+    assert features["seq2"] == {} and list(features["seq"]) == ["s1_3"]
+    alone = member.predict(features, fold=1).set_index("clip_id")
+    np.testing.assert_allclose(alone.loc["s1_3"], saved.loc["s1_3", ["p_calm", "p_angry"]], atol=1e-6)

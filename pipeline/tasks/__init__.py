@@ -39,6 +39,10 @@ class Batch:
     size: int
 
 
+def branch_dims(branch_sequences: dict[str, Sequences], dims: dict[str, int] | None) -> dict[str, int]:
+    return dims or {b: next(iter(s.values()))[0].shape[1] for b, s in branch_sequences.items()}
+
+
 class TaskData:
     """One experiment's clips prepared for a task: the fold loop asks it for training and
     validation splits, batches, the loss, and per-clip predictions. Rows index ``clips``."""
@@ -104,8 +108,11 @@ class Task:
         return manifest, []
 
     # -- training and prediction --------------------------------------------------------------
-    def prepare(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, train=None, with_targets: bool = True) -> TaskData:
-        """``train``: the TrainParams the data will be trained with (None: prediction only)."""
+    def prepare(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, train=None, with_targets: bool = True,
+                dims: dict[str, int] | None = None) -> TaskData:
+        """``train``: the TrainParams the data will be trained with (None: prediction only).
+        ``dims``: each branch's feature dimension (by default read from its sequences; a
+        branch may have none of the clips)."""
         raise NotImplementedError
 
     def pooled_targets(self, data: TaskData) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics import classification_report, confusion_matrix, probability_columns, unweighted_average_recall
-from pipeline.tasks import TASKS, AlignedScores, Batch, Sequences, Task, TaskData
+from pipeline.tasks import TASKS, AlignedScores, Batch, Sequences, Task, TaskData, branch_dims
 
 
 def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -37,13 +37,14 @@ class ClassificationData(TaskData):
     """Every clip's frames kept as they are (no corpus-wide padding); batches are padded to
     their own longest visible frame. A clip missing from a branch is all-masked there."""
 
-    def __init__(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, classes: list[str], train, with_targets: bool) -> None:
+    def __init__(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, classes: list[str], train, with_targets: bool,
+                 dims: dict[str, int] | None = None) -> None:
         self.clips = clips.reset_index(drop=True)
         self.branches = list(branch_sequences)
         self.classes = classes
         clip_ids = self.clips["clip_id"].tolist()
         self.rows: dict[str, list] = {b: [sequences.get(c) for c in clip_ids] for b, sequences in branch_sequences.items()}
-        self.dims = {b: next(iter(sequences.values()))[0].shape[1] for b, sequences in branch_sequences.items()}
+        self.dims = branch_dims(branch_sequences, dims)
         self.labels = self.clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy() if with_targets else None
         self.class_weights = train.class_weights if train is not None else True
         self.max_clip_s = train.max_clip_s if train is not None else 0.0
@@ -157,8 +158,8 @@ class ClassificationTask(Task):
     def output_size(self) -> int:
         return len(self.classes)
 
-    def prepare(self, branch_sequences, clips, train=None, with_targets=True):
-        return ClassificationData(branch_sequences, clips, self.classes, train, with_targets)
+    def prepare(self, branch_sequences, clips, train=None, with_targets=True, dims=None):
+        return ClassificationData(branch_sequences, clips, self.classes, train, with_targets, dims)
 
     def pooled_targets(self, data):
         return data.labels

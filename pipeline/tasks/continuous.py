@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipeline.datasets import read_frame_targets
 from pipeline.metrics import concordance
-from pipeline.tasks import TASKS, AlignedScores, Batch, Sequences, Task, TaskData
+from pipeline.tasks import TASKS, AlignedScores, Batch, Sequences, Task, TaskData, branch_dims
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -103,18 +103,19 @@ class GridClip:
 
 
 def grid_clips(
-    branch_sequences: dict[str, Sequences], clips: pd.DataFrame, dimensions: list[str], rate: float, with_targets: bool = True
+    branch_sequences: dict[str, Sequences], clips: pd.DataFrame, dimensions: list[str], rate: float, with_targets: bool = True,
+    dims: dict[str, int] | None = None,
 ) -> list[GridClip]:
+    dims = branch_dims(branch_sequences, dims)
     result = []
     for row in clips.itertuples(index=False):
         grid = time_grid(float(row.duration_s), rate)
         features = {}
         for branch, sequences in branch_sequences.items():
-            dim = next(iter(sequences.values()))[0].shape[1]
             if row.clip_id in sequences:
                 features[branch] = resample(*sequences[row.clip_id][:3], grid, rate)
             else:
-                features[branch] = (np.zeros((len(grid), dim), np.float32), np.zeros(len(grid), bool))
+                features[branch] = (np.zeros((len(grid), dims[branch]), np.float32), np.zeros(len(grid), bool))
         if with_targets:
             times, values, valid = read_frame_targets(row.targets, dimensions, float(getattr(row, "fps", 0.0) or 0.0))
             targets, target_valid = targets_on_grid(times, values, valid, grid)
@@ -140,11 +141,12 @@ def windows(clips: list[GridClip], indices: np.ndarray, window: int, hop: int) -
 class GridData(TaskData):
     """The clips on the task's time grid; training units are windows of the fit clips."""
 
-    def __init__(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, config, with_targets: bool) -> None:
+    def __init__(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, config, with_targets: bool,
+                 dims: dict[str, int] | None = None) -> None:
         self.clips = clips.reset_index(drop=True)
         self.branches = list(branch_sequences)
         self.config = config
-        self.grid = grid_clips(branch_sequences, self.clips, config.dimensions, config.rate, with_targets)
+        self.grid = grid_clips(branch_sequences, self.clips, config.dimensions, config.rate, with_targets, dims)
 
     def split(self, train_rows, fraction, rng):
         shuffled = rng.permutation(train_rows)
@@ -238,8 +240,8 @@ class ContinuousTask(Task):
                    for c in manifest.loc[~has, "clip_id"]]
         return manifest[has], missing
 
-    def prepare(self, branch_sequences, clips, train=None, with_targets=True):
-        return GridData(branch_sequences, clips, self.config, with_targets)
+    def prepare(self, branch_sequences, clips, train=None, with_targets=True, dims=None):
+        return GridData(branch_sequences, clips, self.config, with_targets, dims)
 
     def score_columns(self):
         return score_columns(self.dimensions)
