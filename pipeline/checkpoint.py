@@ -154,6 +154,10 @@ class TrainedMember:
         if speakers is None:
             raise ValueError(f"{self.path}: member {self.name!r} standardises features per speaker: pass speakers={{clip_id: speaker}} "
                              "(a speaker not seen in training is standardised with the statistics of its clips given here)")
+        unknown = sorted(set().union(*(set(s) for s in branch_sequences.values())) - set(speakers))
+        if unknown:
+            raise ValueError(f"{self.path}: member {self.name!r} standardises features per speaker; no speaker given for {unknown[:5]}"
+                             + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
         standardized = {}
         for branch, sequences in branch_sequences.items():
             known = self.speaker_statistics.get(branch, {})

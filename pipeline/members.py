@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.checkpoint import member_checkpoint, save_checkpoint
-from pipeline.config import Params
+from pipeline.config import Params, ParamsError
 from pipeline.datasets.manifest import read_manifest
 from pipeline.fusion.cross_modal import FUSIONS
 from pipeline.models import ModelSpec, branch_spec
@@ -57,7 +57,7 @@ def _cross_validate(spec: ModelSpec, sequences: dict, clips: pd.DataFrame, task:
 def train_branch(params: Params, name: str, features: Path = Path("features"), manifest: pd.DataFrame | None = None) -> MemberRun:
     """Cross-validate branch ``name``'s head on its feature store."""
     if name not in params.branches:
-        raise SystemExit(f"train: no branch {name!r} in params.yaml; defined: {sorted(params.branches)}")
+        raise ParamsError(f"train: no branch {name!r} in params.yaml; defined: {sorted(params.branches)}")
     branch = params.branches[name]
     task = task_from_params(params)
     manifest, unusable = task.usable_clips(read_manifest() if manifest is None else manifest)
