@@ -242,3 +242,23 @@ def test_a_clip_is_predicted_alone_as_among_others_even_without_one_modality(pro
     assert features["seq2"] == {} and list(features["seq"]) == ["s1_3"]
     alone = member.predict(features, fold=1).set_index("clip_id")
     np.testing.assert_allclose(alone.loc["s1_3"], saved.loc["s1_3", ["p_calm", "p_angry"]], atol=1e-6)
+
+
+def test_a_member_without_features_saves_a_checkpoint_that_predicts_nothing(project, tmp_path):
+    from pipeline.checkpoint import load_member
+
+    FeatureStore(project / "features" / "none").write_index([])  # e.g. faces of an audio-only corpus
+    raw = {"data": {"labels": CLASSES}, "extractors": {"none": {"type": "test", "input": "faces"}}, "train": FAST,
+           "branches": {"face": {"features": "none", "head": {"type": "attention"}}}}
+    params = from_dict(Params, raw, "")
+    run = train_branch(params, "face", project / "features", pd.read_parquet(project / "manifest.parquet"))
+    assert run.result.scores.empty and len(run.missing) == 16
+    run.save(tmp_path / "face")
+    member = load_member(tmp_path / "face" / "model.pt")
+    assert member.folds == [] and member.features == ["none"]
+    with pytest.raises(ValueError, match="trained on no clip"):
+        member.predict({"none": {}})
+    other = pd.read_parquet(project / "models" / "classification" / "attention" / "scores.parquet")
+    fused = late_fusion({"face": pd.read_parquet(tmp_path / "face" / "scores.parquet"), "attention": other},
+                        task_from_params(params), "weighted", 0.25)
+    np.testing.assert_allclose(fused.scores[["p_calm", "p_angry"]], other[["p_calm", "p_angry"]], atol=1e-6)
