@@ -122,10 +122,14 @@ class TemporalBlock(nn.Module):
         # cheaper on the CPU than drawing a mask for every time step.
         self.dropout = nn.Dropout1d(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.dropout(torch.relu(self.conv1(nn.functional.pad(x, self.padding))))
-        y = self.dropout(torch.relu(self.conv2(nn.functional.pad(y, self.padding))))
-        return torch.relu(x + y)
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """``keep`` [B, 1, T]: 1 at visible steps. Every convolution then reads zeros at masked
+        steps and beyond a clip's end, as at the sequence edges, so a step's output never
+        depends on masked steps nor on how far its batch is padded."""
+        keep = keep if keep is not None else 1.0
+        y = self.dropout(torch.relu(self.conv1(nn.functional.pad(x, self.padding)))) * keep
+        y = self.dropout(torch.relu(self.conv2(nn.functional.pad(y, self.padding)))) * keep
+        return torch.relu(x + y) * keep
 
 
 @HEADS.register("tcn")
@@ -162,6 +166,10 @@ class TcnHead(TemporalHead):
         x = x * mask.unsqueeze(-1)
         if self.pool_size > 1:
             x, mask = masked_average_pool(x, mask, self.pool_size)
-        return self.blocks(self.input(x.transpose(1, 2))).transpose(1, 2), mask
+        keep = mask.unsqueeze(1).to(x.dtype)
+        steps = self.input(x.transpose(1, 2)) * keep
+        for block in self.blocks:
+            steps = block(steps, keep)
+        return steps.transpose(1, 2), mask
 
 

@@ -49,6 +49,20 @@ def test_masked_frames_do_not_change_the_embedding(name):
 
 
 @pytest.mark.parametrize("name", GENERIC_HEADS)
+def test_a_clip_encodes_the_same_alone_and_padded_beside_a_longer_one(name):
+    # What a clip scores must not depend on the clips it is batched with.
+    torch.manual_seed(0)
+    head = build(name).eval()
+    short, long = torch.randn(1, 70, 6), torch.randn(1, 200, 6)
+    batch = torch.zeros(2, 200, 6)
+    batch[0, :70], batch[1] = short[0], long[0]
+    mask = torch.zeros(2, 200, dtype=torch.bool)
+    mask[0, :70], mask[1] = True, True
+    with torch.no_grad():
+        torch.testing.assert_close(head(batch, mask)[0], head(short, torch.ones(1, 70, dtype=torch.bool))[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", GENERIC_HEADS)
 def test_all_masked_clip_is_finite(name):
     head = build(name).eval()
     out = head(torch.randn(2, 5, 6), torch.tensor([[False] * 5, [True] * 5]))
