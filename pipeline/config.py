@@ -190,6 +190,10 @@ class TrainParams:
     # Standardise each speaker's features with that speaker's own (unlabelled) statistics,
     # test speakers included, as the GeMAPS paper does; off by default.
     speaker_standardization: bool = False
+    # A training clip longer than this is cut to a random window of this many seconds each time
+    # it is drawn (a validation clip to its central window), so the memory of a step follows
+    # the batch, not the longest clip of the corpus; predictions read whole clips. 0: never cut.
+    max_clip_s: float = 30.0
     seed: int = 0
     threads: int = 1   # torch threads per fold
     workers: int = 2   # folds trained at once
@@ -214,7 +218,7 @@ class CrossModalParams:
 @dataclass(frozen=True)
 class LateFusionParams:
     members: list[str] = field(default_factory=list)
-    method: Literal["weighted", "stacking", "mean"] = "weighted"
+    method: str = "weighted"  # a late-fusion method: weighted | stacking | mean (pipeline/fusion/late.py)
     grid_step: float = 0.1
 
 
@@ -227,7 +231,7 @@ class Params:
     extractors: dict[str, ExtractorParams] = field(default_factory=dict)
     branches: dict[str, BranchParams] = field(default_factory=dict)
     train: TrainParams = field(default_factory=TrainParams)
-    task: Literal["classification", "continuous"] = "classification"
+    task: str = "classification"  # a task: classification | continuous (pipeline/tasks)
     continuous: ContinuousParams = field(default_factory=ContinuousParams)
     fusion: str = "concat"
     cross_modal: CrossModalParams = field(default_factory=CrossModalParams)
@@ -289,8 +293,67 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
     if check_components:
+        validate_task_choices(params, path)
         _validate_components(params, path)
     return params
+
+
+def validate_task_choices(params: Params, path: str | Path = "params.yaml") -> None:
+    """The task and the late-fusion method name registered classes that fit together
+    (torch-free: late_fusion and evaluate, which skip the component checks, call it; the
+    extraction stages do not, so that no head or task code is among their deps)."""
+    try:
+        _check_task_choices(params)
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None
+
+
+def _check_task_choices(params: Params) -> None:
+    from pipeline.fusion.late import LATE_FUSIONS
+    from pipeline.tasks import TASKS
+
+    for where, registry, name in (("task", TASKS, params.task), ("late_fusion.method", LATE_FUSIONS, params.late_fusion.method)):
+        try:
+            registry.get(name)
+        except KeyError as error:
+            raise ParamsError(f"{where}: {error.args[0]}") from None
+    if LATE_FUSIONS.get(params.late_fusion.method).class_scores and not TASKS.get(params.task).class_scores:
+        raise ParamsError(f"late_fusion.method: {params.late_fusion.method!r} stacks class probabilities, which task "
+                          f"{params.task!r} does not produce; use one of "
+                          f"{[m for m in LATE_FUSIONS.names() if not LATE_FUSIONS.get(m).class_scores]}")
+
+
+def _validate_capabilities(params: Params) -> None:
+    """What each head can do (pipeline/heads: neural, per_step, raw_input) against what the
+    task, the speaker standardisation and the cross-modal fusion ask of it."""
+    from pipeline.fusion.cross_modal import FUSIONS
+    from pipeline.heads import capabilities, heads_with
+    from pipeline.tasks import TASKS
+
+    task = TASKS.get(params.task)
+    for name, branch in params.branches.items():
+        head, where = capabilities(branch.head.type), f"branches.{name}.head.type"
+        if not head.neural and not task.pooled_heads:
+            raise ParamsError(f"{where}: {branch.head.type!r} is a classical head on pooled clip statistics, which cannot learn "
+                              f"task {params.task!r} (task); use a neural head: {heads_with(neural=True, per_step=True)}")
+        if task.per_step and not head.per_step:
+            raise ParamsError(f"{where}: {branch.head.type!r} has no per-step output, which task {params.task!r} (task) needs; "
+                              f"heads with one: {heads_with(per_step=True)}")
+        if head.raw_input and params.train.speaker_standardization:
+            raise ParamsError(f"{where}: {branch.head.type!r} reads its features unstandardised (raw input), so "
+                              "train.speaker_standardization must be false")
+    sequential = params.fusion in FUSIONS.names() and FUSIONS.get(params.fusion).sequential  # an unknown name is reported next
+    for name in params.cross_modal.branches:
+        head_type = params.branches[name].head.type
+        head = capabilities(head_type)
+        if not head.neural:
+            raise ParamsError(
+                f"cross_modal.branches: branch {name!r} uses the {head_type!r} head, which is not a "
+                "neural network and cannot be trained inside a fusion; fuse its scores in late_fusion instead"
+            )
+        if sequential and not head.per_step:
+            raise ParamsError(f"fusion: {params.fusion!r} fuses per-step sequences, but branches.{name}.head.type {head_type!r} "
+                              f"(in cross_modal.branches) has no per-step output; heads with one: {heads_with(per_step=True)}")
 
 
 def validate_extractors(params: Params, path: str | Path = "params.yaml") -> None:
@@ -317,14 +380,7 @@ def _validate_components(params: Params, path: Path) -> None:
     try:
         for name, branch in params.branches.items():
             HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options", f"branches.{name}.head.type")
-        from pipeline.heads.pooled import is_pooled_head
-
-        for name in params.cross_modal.branches:
-            if is_pooled_head(params.branches[name].head.type):
-                raise ParamsError(
-                    f"cross_modal.branches: branch {name!r} uses the {params.branches[name].head.type!r} head, which is not a "
-                    "neural network and cannot be trained inside a fusion; fuse its scores in late_fusion instead"
-                )
+        _validate_capabilities(params)
         FUSIONS.config(params.fusion, params.cross_modal.options.get(params.fusion, {}), f"cross_modal.options.{params.fusion}", "fusion")
         # The blocks of the fusions not in use too: switching `fusion` must not meet a typo.
         for fusion, options in params.cross_modal.options.items():

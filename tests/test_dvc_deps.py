@@ -33,7 +33,7 @@ def module_file(module: str) -> Path | None:
 # The functions of pipeline.config that import registries to validate component options:
 # followed only for a stage that calls them (load_params with its validation on, or
 # validate_extractors directly).
-VALIDATION = ("pipeline.config", ("_validate_components", "validate_extractors"))
+VALIDATION = ("pipeline.config", ("_validate_components", "_validate_capabilities", "validate_extractors", "validate_task_choices", "_check_task_choices"))
 
 
 @lru_cache(maxsize=None)
@@ -55,12 +55,15 @@ def _nodes(tree: ast.AST, skipped_functions: tuple[str, ...]) -> list[ast.AST]:
 
 def validation_called(path: Path) -> frozenset[str]:
     """The validation functions of pipeline.config the file calls: load_params without
-    check_components=False runs both, validate_extractors only itself."""
+    check_components=False runs them all, validate_extractors and validate_task_choices
+    only themselves."""
     called = set()
     for node in ast.walk(parsed(path)):
         name = getattr(node.func, "id", getattr(node.func, "attr", None)) if isinstance(node, ast.Call) else None
         if name == "validate_extractors":
             called.add(name)
+        elif name == "validate_task_choices":
+            called.update({name, "_check_task_choices"})
         elif name == "load_params":
             off = any(k.arg == "check_components" and isinstance(k.value, ast.Constant) and k.value.value is False for k in node.keywords)
             if not off:
