@@ -75,7 +75,7 @@ def train_branch(params: Params, name: str, features: Path = Path("features"), m
                          pd.DataFrame(unusable, columns=FAILURE_COLUMNS)], ignore_index=True)
     meta = {"branch": name, "features": branch.features, "task": task.describe(), "classes": params.data.labels,
             "head": branch.head.type, "head_config": asdict(spec.head_config), "input_dim": spec.input_dim}
-    message = f"{note}train@{name}: {len(clips)} clips, {len(missing)} missing, out-of-fold {task.summary(_labelled(result.scores))}"
+    message = f"{note}train@{name}: {len(clips)} clips, {(~missing['clip_id'].isin(sequences)).sum()} missing, out-of-fold {task.summary(_labelled(result.scores))}"
     return MemberRun(name, "branch", task, model, result, missing, meta, {name: {"features": branch.features, "identities": identities}},
                      asdict(params.train), message)
 

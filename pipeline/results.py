@@ -41,14 +41,18 @@ def read_missing(directory: Path) -> pd.DataFrame:
 
 def missing_clips(manifest: pd.DataFrame, present: set[str], stores: list[FeatureStore], stage: str) -> pd.DataFrame:
     """Clips of the manifest without features, with the stage and reason of the first store
-    (list them upstream first) that recorded a failure for them."""
+    (list them upstream first) that recorded a failure for them; then the partial-decode rows
+    of clips that are used with what decoded, so the report names those too."""
     known: dict[str, dict[str, str]] = {}
+    partial: list[dict[str, str]] = []
     for store in stores:
         for failure in store.failures().to_dict("records"):
             known.setdefault(failure["clip_id"], failure)
+            if failure.get("outcome") == "partial" and failure["clip_id"] in present:
+                partial.append(failure)
     rows = [
         known.get(clip_id, {"clip_id": clip_id, "stage": stage, "reason": "no features"})
         for clip_id in manifest["clip_id"]
         if clip_id not in present
     ]
-    return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+    return pd.DataFrame(rows + partial, columns=FAILURE_COLUMNS)

@@ -318,11 +318,13 @@ def test_a_file_truncated_after_its_index_is_kept_with_what_decodes(corpus, proj
     frames = FeatureStore(project / "features/faces").read("truncated_index_first", ["timestamps"]).timestamps
     assert 0 < frames[-1] < 1.5  # ~30 % of 3 s decodes
     assert "truncated_index_first" in scored(project, "models/branches/face")
-    audio_rows = failures_of(project).query("clip_id == 'truncated_index_first' and stage == 'audio'")["reason"].tolist()
-    assert len(audio_rows) == 1 and "audio decoding failed" in audio_rows[0]
-    # PARTIAL DECODE (issue 14, defect 4; another change): once the faces and audio stages
-    # report a decoded duration well short of the declared one, assert here the failures row
-    # with both figures (declared 3.0 s, decoded ~0.6-0.9 s) for truncated_index_first.
+    # Kept with what decodes, and said so: each stream's row gives the declared and the decoded duration.
+    rows = failures_of(project).query("clip_id == 'truncated_index_first'")
+    for stage in ("faces", "audio"):
+        [reason] = rows[rows["stage"] == stage]["reason"].tolist()
+        assert "partial decode" in reason and "of the 3.00 s the file declares" in reason, reason
+        decoded = float(reason.split("partial decode: ")[1].split(" s decoded")[0])
+        assert 0 < decoded < 1.5
 
 
 def test_two_files_with_one_stem_stop_the_manifest_naming_both(corpus, tmp_path):

@@ -68,10 +68,17 @@ def test_the_same_heads_are_accepted_where_they_fit(tmp_path):
     assert params.branches["face"].head.type == "finetune_mini_xception"
 
 
-def test_task_and_method_checks_run_without_the_component_checks(tmp_path):
+def test_task_and_method_checks_run_where_the_task_is_used(tmp_path):
+    """late_fusion and evaluate load params without the component checks and check the task
+    and method themselves; the extraction stages check neither (no head code in their deps)."""
+    from pipeline.config import validate_task_choices
+
     path = params_file(tmp_path, combined(lambda p: p.update(task="continuous"), lambda p: p["late_fusion"].update(method="stacking")))
     with pytest.raises(ParamsError, match="late_fusion.method"):
-        load_params(path, check_components=False)
+        load_params(path)
+    params = load_params(path, check_components=False)
+    with pytest.raises(ParamsError, match=f"{path}: late_fusion.method"):
+        validate_task_choices(params, path)
 
 
 def test_declared_capabilities_match_what_the_classes_do():
