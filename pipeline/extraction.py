@@ -89,7 +89,9 @@ def _attrs(identity: dict[str, Any], **extra: Any) -> dict[str, Any]:
 class FaceClipProcessor:
     """Detects, landmarks and aligns faces on frames sampled at ``fps``, links them into tracks
     and stores the main subject's track (plus every track when ``max_faces > 1``); see
-    :mod:`pipeline.faces.clip` for the arrays."""
+    :mod:`pipeline.faces.clip` for the arrays. ``landmarks``: ``mesh`` (478-point face mesh) or
+    ``keypoints`` (crops aligned from the detector's keypoints, no mesh, no ``landmarks`` key);
+    ``crop_rgb`` false leaves out the 112 RGB crop."""
 
     store_root: str
     identity: dict[str, Any]
@@ -105,6 +107,8 @@ class FaceClipProcessor:
     track_max_landmark_distance: float = 0.5
     track_max_gap: int = 2
     image_compression: str = "none"
+    landmarks: str = "mesh"
+    crop_rgb: bool = True
 
     def warm_up(self) -> None:
         """Load mediapipe and build its graphs (a second or two), done once per worker."""
@@ -120,11 +124,12 @@ class FaceClipProcessor:
         cv2.setNumThreads(1)
         self._analyzer = FaceAnalyzer(
             min_detection_confidence=self.min_detection_confidence,
-            crop_size=self.crop_size,
+            crop_size=self.crop_size if self.crop_rgb else 0,
             gray_size=self.gray_size,
             model_selection=self.detector,
             max_faces=self.max_faces,
             large_crop_size=LARGE_CROP_SIZE if self.crop_rgb_224 else 0,
+            landmarks=self.landmarks,
         )
 
     def __call__(self, job: ClipJob) -> ClipResult:
@@ -144,10 +149,12 @@ class FaceClipProcessor:
         tracking = TrackingParams(self.track_min_iou, self.track_max_landmark_distance, self.track_max_gap)
         # Frames without a face stay in the arrays, masked: downstream timing stays intact.
         arrays, stats = clip_arrays(
-            timestamps, faces, self.crop_size, self.gray_size, self.crop_rgb_224, self.max_faces, self.subject, tracking
+            timestamps, faces, self.crop_size if self.crop_rgb else 0, self.gray_size, self.crop_rgb_224,
+            self.max_faces, self.subject, tracking, self.landmarks,
         )
         attrs = _attrs(
             self.identity,
+            landmarks=self.landmarks,
             detection_rate=stats.detection_rate,
             frames=stats.frames,
             detected_frames=stats.detected,

@@ -34,6 +34,14 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([linear, (dst_mean - linear @ src_mean)[:, None]])
 
 
+def template_px(size: int, template: np.ndarray = CANONICAL_TEMPLATE, margin: float = 0.0) -> np.ndarray:
+    """``template`` (unit crop coordinates) in pixels of a size x size crop; ``margin`` (fraction
+    of the crop on each side) shrinks it towards the centre to include more context."""
+    if not 0.0 <= margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+    return (margin + np.asarray(template, dtype=np.float64) * (1.0 - 2.0 * margin)) * size
+
+
 def align(
     frame_rgb: np.ndarray,
     five_points_px: np.ndarray,
@@ -41,17 +49,31 @@ def align(
     template: np.ndarray = CANONICAL_TEMPLATE,
     margin: float = 0.0,
 ) -> np.ndarray:
-    """Warp the face so its 5 points fall on `template` in a size x size crop.
+    """Warp the face so its points (the 5 template points, or any points that ``template``
+    lays out) fall on ``template`` in a size x size crop.
 
     `template` is in unit crop coordinates; `margin` (fraction of the crop on each
     side) shrinks the template towards the centre to include more context.
     Pixels outside the frame are black.
     """
-    if not 0.0 <= margin < 0.5:
-        raise ValueError(f"margin must be in [0, 0.5), got {margin}")
-    target_px = (margin + np.asarray(template, dtype=np.float64) * (1.0 - 2.0 * margin)) * size
-    matrix = similarity_transform(five_points_px, target_px)
-    return _warp_antialiased(frame_rgb, matrix, size)
+    matrix = similarity_transform(five_points_px, template_px(size, template, margin))
+    return warp(frame_rgb, matrix, size)
+
+
+def warp(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The size x size crop that the [2, 3] frame-to-crop ``matrix`` maps the frame onto
+    (anti-aliased when it shrinks; black outside the frame)."""
+    return _warp_antialiased(frame, matrix, size)
+
+
+def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The [2, 3] affine map ``outer`` after ``inner``.
+
+    A least-squares similarity fit commutes with similarity maps of its target: the fit onto
+    A(template) is A after the fit onto the template. So one fit per face, composed with a
+    fixed map per crop layout (size, template), gives every crop's matrix.
+    """
+    return np.hstack([outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]])
 
 
 def _warp_antialiased(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:

@@ -23,6 +23,7 @@ def main() -> None:
         STORE, identity, faces.fps, faces.min_detection_confidence, faces.crop_size, faces.gray_size, faces.detector,
         faces.crop_rgb_224, faces.max_faces, faces.subject,
         faces.track_min_iou, faces.track_max_landmark_distance, faces.track_max_gap, faces.image_compression,
+        faces.landmarks, faces.crop_rgb,
     )
     no_video = [
         {"clip_id": r.clip_id, "stage": "faces", "reason": f"{r.path}: no video stream"}

@@ -8,7 +8,7 @@ import skimage.data
 
 from pipeline.extraction import ClipJob, FaceClipProcessor, fill_store
 from pipeline.faces import CANONICAL_TEMPLATE, FaceAnalyzer
-from pipeline.faces.track import TrackingParams, assign_slots, box_iou, link_tracks, rank_tracks
+from pipeline.faces.track import TrackingParams, assign_slots, box_iou, landmark_distance, link_tracks, rank_tracks
 from pipeline.store import FeatureStore
 
 
@@ -39,12 +39,26 @@ def _sequence():
 
 def test_tracks_follow_identities_through_crossing_and_missed_frames():
     boxes, points, identities = _sequence()
-    assert box_iou(boxes[4][:1], boxes[4][1:]).max() > 0.3  # the faces really overlap at the crossing
+    assert box_iou(boxes[4][0], boxes[4][1]) > 0.3  # the faces really overlap at the crossing
     tracks = link_tracks(boxes, points, TrackingParams(min_iou=0.3, max_landmark_distance=0.5, max_gap=2))
     names = [{identities[t][d] for t, d in zip(track.frames, track.detections)} for track in tracks]
     assert sorted(map(sorted, names)) == [["A"], ["B"], ["C"]]  # one identity per track, one track per identity
     lengths = {next(iter(n)): track.length for n, track in zip(names, tracks)}
     assert lengths == {"A": 8, "B": 10, "C": 1}
+
+
+def test_pair_measures_match_their_array_definitions():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        centres, sides = rng.uniform(0, 100, (2, 2)), rng.uniform(5, 60, (2, 1))
+        a, b = np.hstack([centres - sides / 2, centres + sides / 2])
+        points_a, points_b = rng.normal(50, 20, (2, 4, 2))
+        inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+        area_a, area_b = np.prod(a[2:] - a[:2]), np.prod(b[2:] - b[:2])
+        assert box_iou(a, b) == pytest.approx(inter / (area_a + area_b - inter), abs=1e-12)
+        expected = np.linalg.norm(points_a - points_b, axis=1).mean() / np.sqrt(np.sqrt(area_a * area_b))
+        assert landmark_distance(points_a.tolist(), a, points_b.tolist(), b) == pytest.approx(expected, rel=1e-12)
+    assert box_iou([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0 and box_iou([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0
 
 
 def test_a_gap_longer_than_max_gap_starts_a_new_track():
