@@ -160,6 +160,68 @@ def extractor_rates(faces_root: Path, clip_ids: list[str], names: list[str]) -> 
     return rates
 
 
+# Per-frame profile categories: (file name suffix, function) whose cumulative times add up,
+# none nested in another.
+PROFILE_PARTS = {
+    "decode + RGB conversion (PyAV)": [("pipeline/media/__init__.py", "sample_frames")],
+    "mediapipe graph (incl. its output protos)": [("pipeline/faces/detect.py", "_run"), ("solution_base.py", "process")],
+    "graph outputs to arrays, face choice": [("pipeline/faces/detect.py", "_detections_px"),
+                                             ("pipeline/faces/detect.py", "_landmarks_px"),
+                                             ("pipeline/faces/detect.py", "_mesh_for")],
+    "alignment: fit, warps, gray conversion": [("pipeline/faces/detect.py", "_observation")],
+    "tracking": [("pipeline/faces/track.py", "link_tracks"), ("pipeline/faces/track.py", "rank_tracks")],
+    "store arrays (clip_arrays less tracking)": [("pipeline/faces/clip.py", "clip_arrays")],
+    "HDF5 write": [("pipeline/store/__init__.py", "write")],
+}
+
+
+def profile_faces(processor, clips: list[Path], top: int = 0) -> tuple[int, dict[str, float], str]:
+    """cProfile of ``processor`` (a FaceClipProcessor) on ``clips`` in this process, decoding in
+    this thread (the stage reads ahead in a second one, which cProfile does not see): (sampled
+    frames, CPU seconds per PROFILE_PARTS category plus "other", the ``top`` functions by own
+    time). The clock is the process's CPU time, which counts mediapipe's own graph threads
+    (the caller waits for them) and not the time other processes on the machine take."""
+    import cProfile
+    import io
+    import pstats
+
+    import pipeline.extraction
+    from pipeline.extraction import ClipJob
+
+    processor.warm_up()
+    processor(ClipJob("warm-up", str(clips[0])))
+    reading_ahead = pipeline.extraction.read_ahead
+    pipeline.extraction.read_ahead = iter
+    profile, frames = cProfile.Profile(time.process_time), 0
+    try:
+        profile.enable()
+        for i, clip in enumerate(clips):
+            frames += processor(ClipJob(f"profiled-{i}", str(clip))).frames
+        profile.disable()
+    finally:
+        pipeline.extraction.read_ahead = reading_ahead
+    stats = pstats.Stats(profile)
+
+    def cumulative(file_suffix: str, function: str) -> float:
+        return sum(row[3] for (file, _, name), row in stats.stats.items() if file.endswith(file_suffix) and name == function)
+
+    parts = {part: sum(cumulative(*where) for where in places) for part, places in PROFILE_PARTS.items()}
+    parts["store arrays (clip_arrays less tracking)"] -= parts["tracking"]
+    total = cumulative("pipeline/extraction.py", "__call__")
+    parts["other (processor loop, attrs, ...)"] = total - sum(parts.values())
+    text = io.StringIO()
+    if top:
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(top)
+    return frames, parts, text.getvalue()
+
+
+def print_profile(label: str, frames: int, parts: dict[str, float]) -> None:
+    total = sum(parts.values())
+    print(f"  {label}: {1000 * total / frames:.2f} CPU-ms per sampled frame ({frames} frames, profiled)")
+    for part, seconds in parts.items():
+        print(f"    {part:<44}{1000 * seconds / frames:>7.3f} ms  {100 * seconds / total:>5.1f} %")
+
+
 def repeated_clips(mead: list[Path], copies: int, folder: Path) -> Path:
     """``copies`` links to every MEAD clip under new MEAD names (the take gets an ``r<k>`` suffix)."""
     folder.mkdir(parents=True, exist_ok=True)

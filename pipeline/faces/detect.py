@@ -71,6 +71,7 @@ _defer_pyplot()
 
 import numpy as np  # noqa: E402
 from mediapipe.framework.formats import detection_pb2, landmark_pb2  # noqa: E402
+from mediapipe.python._framework_bindings import _packet_getter  # noqa: E402
 from mediapipe.python.solution_base import SolutionBase  # noqa: E402
 
 from pipeline.faces.align import compose, similarity_transform, template_px, warp  # noqa: E402
@@ -138,14 +139,16 @@ def _detections_px(detections: list[detection_pb2.Detection] | None, width: int,
     result = []
     for detection in detections or []:
         rel = detection.location_data.relative_bounding_box
-        box = np.array(
-            [rel.xmin * width, rel.ymin * height, (rel.xmin + rel.width) * width, (rel.ymin + rel.height) * height],
-            dtype=np.float32,
-        )
-        np.clip(box, 0, [width, height, width, height], out=box)
-        keypoints = np.zeros((NUM_KEYPOINTS, 2), np.float32)
-        for i, point in enumerate(detection.location_data.relative_keypoints[:NUM_KEYPOINTS]):
-            keypoints[i] = (point.x * width, point.y * height)
+        x0, y0, box_width, box_height = rel.xmin * width, rel.ymin * height, rel.width * width, rel.height * height
+        box = np.array([x0, y0, x0 + box_width, y0 + box_height], dtype=np.float32)
+        # Clipped to the frame (in float32, as the box is stored).
+        box = np.minimum(np.maximum(box, 0), np.array([width, height, width, height], np.float32))
+        keypoints = np.array(
+            [(point.x * width, point.y * height) for point in detection.location_data.relative_keypoints[:NUM_KEYPOINTS]],
+            np.float32,
+        ).reshape(-1, 2)
+        if len(keypoints) < NUM_KEYPOINTS:  # not a face detector's output: pad, never index past
+            keypoints = np.vstack([keypoints, np.zeros((NUM_KEYPOINTS - len(keypoints), 2), np.float32)])
         result.append(_Detection(box, float(detection.score[0]), keypoints))
     return result
 
@@ -159,50 +162,56 @@ _LANDMARK_RECORD = np.dtype(
 _LANDMARK_RECORD_CONSTANTS = {"tag": 0x0A, "length": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
 
 
-def _normalized_xyz(face_landmarks: landmark_pb2.NormalizedLandmarkList) -> np.ndarray:
-    """[N, 3] float32 (x, y, z) of a landmark list.
+def _normalized_xyz(serialized: bytes) -> np.ndarray:
+    """[N, 3] float32 (x, y, z) of a serialized NormalizedLandmarkList.
 
-    Reading 478 x 3 protobuf attributes from Python takes ~0.35 ms, several percent
-    of a whole analyze() call; the serialized message is a fixed-size record per
-    landmark whenever only x, y, z are set (what FaceMesh emits), which numpy reads
-    in ~0.015 ms. Any other layout takes the attribute path.
+    Parsing 478 landmarks into Python protobuf objects and reading their 478 x 3
+    attributes takes ~0.35 ms, several percent of a whole analyze() call; the serialized
+    message is a fixed-size record per landmark whenever only x, y, z are set (what
+    FaceMesh emits), which numpy reads in ~0.015 ms straight from the graph's bytes. Any
+    other layout is parsed.
     """
-    raw = face_landmarks.SerializeToString()
-    if len(raw) == len(face_landmarks.landmark) * _LANDMARK_RECORD.itemsize:
-        records = np.frombuffer(raw, dtype=_LANDMARK_RECORD)
+    if len(serialized) % _LANDMARK_RECORD.itemsize == 0:
+        records = np.frombuffer(serialized, dtype=_LANDMARK_RECORD)
         if all((records[field] == value).all() for field, value in _LANDMARK_RECORD_CONSTANTS.items()):
             return np.stack([records["x"], records["y"], records["z"]], axis=1)
-    return np.array([(p.x, p.y, p.z) for p in face_landmarks.landmark], dtype=np.float32)
+    face_landmarks = landmark_pb2.NormalizedLandmarkList.FromString(serialized)
+    return np.array([(p.x, p.y, p.z) for p in face_landmarks.landmark], dtype=np.float32).reshape(-1, 3)
 
 
-def _landmarks_px(faces: list[landmark_pb2.NormalizedLandmarkList] | None, width: int, height: int) -> list[np.ndarray]:
+def _landmarks_px(faces: list[bytes], width: int, height: int) -> list[np.ndarray]:
     # MediaPipe's z is normalised by the image width, hence the scale by width.
     scale = np.array([width, height, width], dtype=np.float32)
-    return [_normalized_xyz(face) * scale for face in faces or []]
+    return [_normalized_xyz(face) * scale for face in faces]
 
 
-def _mesh_for(detection: _Detection, meshes: list[np.ndarray]) -> np.ndarray | None:
-    """The mesh whose centroid lies inside the detection box, nearest its centre.
+def _mesh_for(detection: _Detection, centroids: dict[int, tuple[float, float]]) -> int | None:
+    """Of the meshes (index -> xy centroid), the one whose centroid lies inside the detection
+    box, nearest its centre.
 
     The graph may drop or merge faces between detection and landmarks, so list
     positions do not reliably pair detections with meshes.
     """
-    x0, y0, x1, y1 = detection.box
-    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], dtype=np.float32)
+    x0, y0, x1, y1 = (float(v) for v in detection.box)
+    centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
     best, best_distance = None, np.inf
-    for mesh in meshes:
-        centroid = mesh[:, :2].mean(axis=0)
-        distance = float(np.linalg.norm(centroid - centre))
-        if x0 <= centroid[0] <= x1 and y0 <= centroid[1] <= y1 and distance < best_distance:
-            best, best_distance = mesh, distance
+    for index, (x, y) in centroids.items():
+        distance = np.hypot(x - centre_x, y - centre_y)
+        if x0 <= x <= x1 and y0 <= y <= y1 and distance < best_distance:
+            best, best_distance = index, distance
     return best
+
+
+def _centroids(meshes: list[np.ndarray]) -> dict[int, tuple[float, float]]:
+    return {i: tuple(mesh[:, :2].mean(axis=0).tolist()) for i, mesh in enumerate(meshes)}
 
 
 class _OneImageGraph(SolutionBase):
     """A MediaPipe solution graph with one image input, run without SolutionBase.process."""
 
     def _run(self, image: np.ndarray) -> dict[str, object]:
-        """SolutionBase.process for this graph's one image input, returning a dict.
+        """SolutionBase.process for this graph's one image input: the non-empty output
+        packets by stream name.
 
         process() defines a new namedtuple class on every call (collections.namedtuple
         compiles it with eval), ~0.4 ms per frame, 5 % of the whole mesh graph. This is
@@ -213,10 +222,12 @@ class _OneImageGraph(SolutionBase):
         packet = self._make_packet(self._input_stream_type_info["image"], image)
         self._graph.add_packet_to_input_stream(stream="image", packet=packet.at(self._simulated_timestamp))
         self._graph.wait_until_idle()
-        return {
-            name: self._get_packet_content(self._output_stream_type_info[name], output)
-            for name, output in self._graph_outputs.items()
-        }
+        return {name: output for name, output in self._graph_outputs.items() if not output.is_empty()}
+
+    def _detections(self, outputs: dict[str, object], stream: str, width: int, height: int) -> list[_Detection]:
+        if stream not in outputs:
+            return []
+        return _detections_px(self._get_packet_content(self._output_stream_type_info[stream], outputs[stream]), width, height)
 
 
 class _FaceDetector(_OneImageGraph):
@@ -236,7 +247,7 @@ class _FaceDetector(_OneImageGraph):
 
     def detect(self, image: np.ndarray) -> list[_Detection]:
         height, width = image.shape[:2]
-        return _detections_px(self._run(image).get("detections"), width, height)
+        return self._detections(self._run(image), "detections", width, height)
 
 
 class _MeshWithDetections(_OneImageGraph):
@@ -256,10 +267,13 @@ class _MeshWithDetections(_OneImageGraph):
     def detect(self, image: np.ndarray) -> tuple[list[_Detection], list[np.ndarray]]:
         height, width = image.shape[:2]
         outputs = self._run(image)
-        return (
-            _detections_px(outputs.get("face_detections"), width, height),
-            _landmarks_px(outputs.get("multi_face_landmarks"), width, height),
+        # The landmark lists go to numpy straight from their serialized bytes (_normalized_xyz).
+        serialized = (
+            _packet_getter._get_serialized_proto_list(outputs["multi_face_landmarks"])
+            if "multi_face_landmarks" in outputs
+            else []
         )
+        return self._detections(outputs, "face_detections", width, height), _landmarks_px(serialized, width, height)
 
 
 class FaceAnalyzer:
@@ -368,12 +382,12 @@ class FaceAnalyzer:
         if self._mesh is None:
             return [(d, None) for d in _by_priority(self._short_range.detect(frame_rgb))[:limit]]
         detections, meshes = self._mesh.detect(frame_rgb)
-        found, used = [], set()
+        found, unused = [], _centroids(meshes)
         for detection in _by_priority(detections):
-            mesh = _mesh_for(detection, [m for i, m in enumerate(meshes) if i not in used])
-            if mesh is not None:
-                used.add(next(i for i, m in enumerate(meshes) if m is mesh))
-                found.append((detection, mesh))
+            index = _mesh_for(detection, unused)
+            if index is not None:
+                del unused[index]
+                found.append((detection, meshes[index]))
                 if len(found) == limit:
                     break
         return found
@@ -393,9 +407,10 @@ class FaceAnalyzer:
             crop = np.ascontiguousarray(frame_rgb[top:bottom, left:right])
             _, meshes = self._mesh.detect(crop)
             offset = np.array([left, top, 0], dtype=np.float32)
-            mesh = _mesh_for(detection, [m + offset for m in meshes])
-            if mesh is not None:
-                found.append((detection, mesh))
+            meshes = [m + offset for m in meshes]
+            index = _mesh_for(detection, _centroids(meshes))
+            if index is not None:
+                found.append((detection, meshes[index]))
                 if len(found) == limit:
                     break
         return found
