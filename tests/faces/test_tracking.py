@@ -119,25 +119,30 @@ def test_analyze_faces_returns_both_faces_largest_first():
     assert all(f.detector == "short" for f in faces)
 
 
-def _processor(root, max_faces: int) -> FaceClipProcessor:
+def _processor(root, max_faces: int, landmarks: str = "mesh") -> FaceClipProcessor:
     return FaceClipProcessor(
         str(root), {"max_faces": max_faces}, fps=5, min_detection_confidence=0.5, crop_size=112, gray_size=64,
-        detector="auto", crop_rgb_224=True, max_faces=max_faces,
+        detector="auto", crop_rgb_224=True, max_faces=max_faces, landmarks=landmarks,
     )
 
 
-def test_multi_face_clip_stores_one_slot_per_track(tmp_path, clip_factory):
+@pytest.mark.parametrize("landmarks", ["mesh", "keypoints"])
+def test_multi_face_clip_stores_one_slot_per_track(tmp_path, clip_factory, landmarks):
     clip = clip_factory("group.mp4", seconds=1.0, size=448, frame=_two_faces)
     jobs = [ClipJob("group", str(clip))]
     store = FeatureStore(tmp_path / "faces")
-    fill_store(store, jobs, _processor(store.root, 2), {"max_faces": 2}, "faces", workers=1)
+    fill_store(store, jobs, _processor(store.root, 2, landmarks), {"max_faces": 2}, "faces", workers=1)
     entry = store.read("group")
     arrays = entry.arrays
     assert arrays["tracks_mask"].shape == (5, 2) and arrays["tracks_mask"].all()
     assert arrays["tracks_crop_gray"].shape == (5, 2, 64, 64)
     assert arrays["tracks_crop_rgb"].shape == (5, 2, 112, 112, 3)
     assert arrays["tracks_crop_rgb_224"].shape == (5, 2, 224, 224, 3)
-    assert arrays["tracks_landmarks"].shape == (5, 2, 478, 3)
+    assert arrays["tracks_keypoints"].shape == (5, 2, 6, 2)
+    # Keypoint-aligned stores hold no mesh; tracks are linked on the alignment keypoints.
+    assert ("tracks_landmarks" in arrays) == (landmarks == "mesh") and ("landmarks" in arrays) == (landmarks == "mesh")
+    if landmarks == "mesh":
+        assert arrays["tracks_landmarks"].shape == (5, 2, 478, 3)
     # One track per face, the same in every frame; slot 0 (= the main keys) is the larger face.
     assert (arrays["tracks_id"] == arrays["tracks_id"][0]).all() and len(set(arrays["tracks_id"][0])) == 2
     assert entry.attrs["tracks"] == 2 and entry.attrs["detection_rate"] == 1.0
@@ -148,7 +153,7 @@ def test_multi_face_clip_stores_one_slot_per_track(tmp_path, clip_factory):
 
     # With one face per frame the store holds the main keys only, and the same subject.
     single = FeatureStore(tmp_path / "single")
-    fill_store(single, jobs, _processor(single.root, 1), {"max_faces": 1}, "faces", workers=1)
+    fill_store(single, jobs, _processor(single.root, 1, landmarks), {"max_faces": 1}, "faces", workers=1)
     one = single.read("group").arrays
     assert not any(key.startswith("tracks_") for key in one)
     np.testing.assert_allclose(one["box"], arrays["box"], atol=1e-3)
