@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,6 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.devtools import commit, copy_project, run_timed  # noqa: E402
+
+
+def forget_face_features(root: Path, params: dict) -> None:
+    """Delete the stores of the extractors that read the faces store. An extractor's entry
+    records only the extractor's own config, so a re-made faces store would leave every entry
+    "up to date" and the features of the old crops in place (issue 13, feature lineage)."""
+    for name, spec in params["extractors"].items():
+        if spec["input"] == "faces":
+            shutil.rmtree(root / "features" / name, ignore_errors=True)
 
 
 def main() -> None:
@@ -43,6 +53,7 @@ def main() -> None:
         params["faces"]["landmarks"] = landmarks
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
         commit(root, f"faces.landmarks {landmarks}")
+        forget_face_features(root, params)
         start = time.perf_counter()
         output, stage_times = run_timed(["dvc", "repro"], root)
         print(f"\n== faces.landmarks: {landmarks}: dvc repro {time.perf_counter() - start:.0f} s "

@@ -36,6 +36,9 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.devtools import commit, copy_project, run_timed  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from landmarks_quality import forget_face_features  # noqa: E402
+
 LABELS = ["angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised"]
 MEAD_TO_FER = {"angry": "angry", "disgusted": "disgust", "fear": "fear", "happy": "happy", "neutral": "neutral",
                "sad": "sad", "surprised": "surprise"}
@@ -83,6 +86,7 @@ def run_one(root: Path, mead: Path, fps: float, landmarks: str) -> dict:
     return its figures."""
     configure(root, mead, fps, landmarks)
     commit(root, f"MEAD visual branches, faces.landmarks {landmarks}")
+    forget_face_features(root, yaml.safe_load((root / "params.yaml").read_text()))
     start = time.perf_counter()
     output, stage_times = run_timed(["dvc", "repro", "manifest", "--downstream"], root)
     print(f"\n== faces.landmarks: {landmarks}; project copy: {root}; dvc repro manifest --downstream: "
