@@ -1,6 +1,6 @@
 """How closely crops aligned from the detector's keypoints match the mesh-aligned ones.
 
-    python bench/face_alignment.py [--fps 5] [--clips DIR ...] [--fit]
+    python bench/face_alignment.py [--fps 5] [--clips DIR ...] [--fit] [--fer]
 
 On the MEAD and CREMA-D clips of ``$AVER_SHARED_DATA`` (else ``../shared/data``), the two
 photographs the demo identities are made from, and any ``--clips`` folders (e.g. a generated
@@ -14,7 +14,11 @@ frames sampled at ``--fps`` and prints, per person and overall:
   other people only (leave one person out), and with the naive template (the ArcFace eye and
   nose points and the mouth corners' midpoint);
 * with ``--fit``, the template fitted on everyone: the mean of each person's mean keypoint
-  positions in the mesh-aligned crop (people weigh equally, however many frames they have).
+  positions in the mesh-aligned crop (people weigh equally, however many frames they have);
+* with ``--fer``, the frozen FER2013 mini-Xception on both gray crops of the same MEAD frames
+  (7 classes MEAD shares with FER2013): frame-level zero-shot accuracy and mean probability of
+  the true class per alignment, and how often the two crops get the same top class. Finer
+  than the clip-level figures of bench/mead_visual_accuracy.py (21 clips).
 """
 from __future__ import annotations
 
@@ -92,14 +96,16 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--clips", type=Path, nargs="*", default=[], help="more folders of clips (one person per clip)")
     parser.add_argument("--fit", action="store_true", help="print the template fitted on every person")
+    parser.add_argument("--fer", action="store_true", help="also FER2013 on both crops of the MEAD frames")
     args = parser.parse_args()
     shared = Path(os.environ.get("AVER_SHARED_DATA") or REPO.parent / "shared" / "data")
 
     from pipeline.faces import FaceAnalyzer
 
     meshes, keypoints = {}, {}
+    frames_of = people(shared, args.clips, args.fps)
     with FaceAnalyzer(landmarks="mesh") as analyzer:
-        for person, frames in people(shared, args.clips, args.fps).items():
+        for person, frames in frames_of.items():
             faces = [face for face in map(analyzer.analyze, frames) if face is not None]
             if faces:
                 meshes[person] = np.stack([f.landmarks for f in faces])
@@ -133,6 +139,54 @@ def main() -> None:
         print("KEYPOINT_TEMPLATE = [" + ", ".join(f"[{x:.4f}, {y:.4f}]" for x, y in fitted) + "]")
         spread = np.std(list(person_means.values()), axis=0)
         print("spread of the per-person means (std):", np.round(spread, 4).tolist())
+    if args.fer:
+        fer_on_both_crops(shared / "mead-mini", args.fps)
+
+
+MEAD_TO_FER = {"angry": "angry", "disgusted": "disgust", "fear": "fear", "happy": "happy", "neutral": "neutral",
+               "sad": "sad", "surprised": "surprise"}
+
+
+def fer_on_both_crops(mead: Path, fps: float) -> None:
+    """Frame-level zero-shot FER2013 on the mesh- and the keypoint-aligned gray crop of every
+    MEAD frame whose emotion FER2013 has."""
+    from pipeline.extractors import EXTRACTORS
+    from pipeline.extractors.mini_xception import FER_CLASSES
+    from pipeline.faces import FaceAnalyzer
+    from pipeline.media import sample_frames
+
+    fer = EXTRACTORS.get("fer_mini_xception")(EXTRACTORS.config("fer_mini_xception", {}, "fer"), "cpu", 64)
+    crops = {"mesh": [], "keypoints": []}
+    truth, clips = [], []
+    with FaceAnalyzer(landmarks="mesh", crop_size=0) as by_mesh, FaceAnalyzer(landmarks="keypoints", crop_size=0) as by_keypoints:
+        for clip in sorted(mead.glob("*.mp4")):
+            emotion = clip.stem.split("_")[2]
+            if emotion not in MEAD_TO_FER:
+                continue
+            for _, frame in sample_frames(clip, fps):
+                mesh_face, keypoint_face = by_mesh.analyze(frame), by_keypoints.analyze(frame)
+                if mesh_face is None or keypoint_face is None:
+                    continue
+                crops["mesh"].append(mesh_face.crop_gray)
+                crops["keypoints"].append(keypoint_face.crop_gray)
+                truth.append(FER_CLASSES.index(MEAD_TO_FER[emotion]))
+                clips.append(clip.stem)
+    truth, clips = np.array(truth), np.array(clips)
+    probabilities = {}
+    for mode, stack in crops.items():
+        logits = fer.embed(np.stack(stack), np.ones(len(stack), bool))[:, 128:]
+        exp = np.exp(logits - logits.max(1, keepdims=True))
+        probabilities[mode] = exp / exp.sum(1, keepdims=True)
+    print(f"\nFER2013 mini-Xception, zero-shot on {len(truth)} MEAD frames ({len(set(clips))} clips, 7 shared classes)")
+    print(f"{'alignment':<12}{'frame accuracy':>16}{'p(true class)':>15}{'clip accuracy':>15}")
+    for mode, p in probabilities.items():
+        clip_correct = [p[clips == c].mean(0).argmax() == truth[clips == c][0] for c in sorted(set(clips))]
+        print(f"{mode:<12}{(p.argmax(1) == truth).mean():>16.3f}{p[np.arange(len(truth)), truth].mean():>15.3f}"
+              f"{f'{sum(clip_correct)}/{len(clip_correct)}':>15}")
+    same = (probabilities["mesh"].argmax(1) == probabilities["keypoints"].argmax(1)).mean()
+    difference = np.abs(probabilities["mesh"] - probabilities["keypoints"]).sum(1).mean() / 2
+    print(f"same top class on both crops: {same:.3f} of the frames; mean total-variation distance "
+          f"between the two probability vectors: {difference:.3f}")
 
 
 if __name__ == "__main__":
