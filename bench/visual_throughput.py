@@ -266,19 +266,35 @@ def repeated_clips(mead: list[Path], copies: int, folder: Path) -> Path:
     return folder
 
 
+# Runs the command given after it and writes the resources of the command's process tree
+# (RUSAGE_CHILDREN: every process it and its workers waited for) to the file named first.
+# A small launcher in between because a child's peak RSS counts the memory of the process it
+# was forked from until it execs: measured straight from the bench, every stage would report
+# at least the bench's own size.
+_LAUNCHER = """
+import json, resource, subprocess, sys
+returncode = subprocess.call(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as out:
+    json.dump({"returncode": returncode, "cpu": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}, out)
+"""
+
+
 def timed_process(command: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
     """Run ``command``; its wall and CPU seconds (process and every worker it waited for), peak
-    resident MiB of that process tree, and the 1-minute load average before and after."""
+    resident MiB of the largest process of that tree, and the 1-minute load average before and after."""
+    import json
+
     load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    error = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed in {cwd}:\n{error[-3000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
+    with tempfile.NamedTemporaryFile(suffix=".json") as usage_file:
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-c", _LAUNCHER, usage_file.name, *command], cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - start
+        usage = json.loads(Path(usage_file.name).read_text() or "{}")
+    if result.returncode != 0 or usage.get("returncode") != 0:
+        raise RuntimeError(f"{' '.join(command)} failed in {cwd}:\n{result.stderr.decode(errors='replace')[-3000:]}")
+    return {"wall": wall, "cpu": usage["cpu"], "peak_mib": usage["peak_mib"],
             "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
@@ -323,8 +339,10 @@ def stage_total(stages: dict) -> dict[str, float]:
             "load": max(max(r["load_before"], r["load_after"]) for r in runs)}
 
 
-def report_stages(stages: dict, video_seconds: float, bound: float) -> float:
-    """Print one run of the stages; returns its sampled frames/s."""
+def report_stages(stages: dict, video_seconds: float, bound: float, per_sample_cpu: float) -> float:
+    """Print one run of the stages; returns its sampled frames/s. The CPU view compares CPU
+    seconds (which other processes on the machine disturb far less than wall time): what the
+    parts need for these frames over what the stages used."""
     frames, total = stages["frames"], stage_total(stages)
     throughput = frames / total["wall"]
     print(f"  landmarks: {stages['landmarks']:<10}{len(stages['clip_ids'])} clips, {frames} sampled frames, "
@@ -334,6 +352,8 @@ def report_stages(stages: dict, video_seconds: float, bound: float) -> float:
               f"load {run['load_before']:.2f} -> {run['load_after']:.2f})")
     print(f"    together        {total['wall']:>7.2f} s  (CPU {total['cpu']:.2f} s) = {throughput:.0f} sampled frames/s, "
           f"{video_seconds / total['wall']:.1f}x real time, {throughput / bound:.2f} of its 2-core bound")
+    print(f"    CPU view        the parts need {frames * per_sample_cpu:.1f} CPU-s, the stages used {total['cpu']:.1f} "
+          f"({frames * per_sample_cpu / total['cpu']:.2f}); at full use of 2 cores: {2 * frames / total['cpu']:.0f} sampled frames/s")
     return throughput
 
 
@@ -445,24 +465,25 @@ def main() -> None:
           f"faces): mean {agreement.mean():.3f}, median {np.median(agreement):.3f}, 95th percentile {np.percentile(agreement, 95):.3f}")
 
     # -- bounds and stages -------------------------------------------------------------------
-    bounds = {}
+    bounds, cpu_per_sample = {}, {}
     print()
     for mode in MODES:
         stages = single[mode]
         per_sample = per_sample_seconds(mode, stages["frames"], stages["detected"], video_frames, decode["256x256 (MEAD)"],
                                         mp_rates, rates, stages["extractor_types"])
-        bounds[mode] = 2 / per_sample[0]
+        bounds[mode], cpu_per_sample[mode] = 2 / per_sample[0], per_sample[1]
         print(f"2-core bound, {mode:<9}: decode {video_frames / stages['frames']:.2f} video frames + {GRAPH_OF_MODE[mode]} + "
               f"the CNN(s) per sampled frame = {1000 * per_sample[0]:.2f} ms on one core -> {bounds[mode]:.0f} sampled frames/s")
     print(f"\nfaces + extract stages on the {len(mead)} clips ({video_seconds:.1f} s of video), each stage its own process")
-    single_rate = {mode: report_stages(single[mode], video_seconds, bounds[mode]) for mode in MODES}
+    single_rate = {mode: report_stages(single[mode], video_seconds, bounds[mode], cpu_per_sample[mode]) for mode in MODES}
     print(f"  keypoints / mesh throughput: {single_rate['keypoints'] / single_rate['mesh']:.2f}x")
     if args.repeat > 1:
         print(f"\nthe same on {args.repeat} copies of the clips ({video_seconds * args.repeat:.1f} s of video), "
               f"{args.rounds} round(s) per mode, alternating")
         best = {}
         for mode in MODES:
-            rates_of_mode = [report_stages(run, video_seconds * args.repeat, bounds[mode]) for run in repeated[mode]]
+            rates_of_mode = [report_stages(run, video_seconds * args.repeat, bounds[mode], cpu_per_sample[mode])
+                             for run in repeated[mode]]
             best[mode] = max(rates_of_mode)
         print(f"\n  summary at {args.repeat}x (fastest round per mode):")
         for mode in MODES:
