@@ -199,10 +199,10 @@ def all_crops_store(mead: list[Path], fps: float, root: Path) -> list[str]:
 # none nested in another.
 PROFILE_PARTS = {
     "decode + RGB conversion (PyAV)": [("pipeline/media/__init__.py", "sample_frames")],
-    "mediapipe graph (incl. its output protos)": [("pipeline/faces/detect.py", "_run"), ("solution_base.py", "process")],
-    "graph outputs to arrays, face choice": [("pipeline/faces/detect.py", "_detections_px"),
-                                             ("pipeline/faces/detect.py", "_landmarks_px"),
-                                             ("pipeline/faces/detect.py", "_mesh_for")],
+    # Before f378307 the graph run (_run) also turned its outputs into Python protos.
+    "mediapipe graph run": [("pipeline/faces/detect.py", "_run"), ("solution_base.py", "process")],
+    "graph outputs: protos, arrays, face choice": [("pipeline/faces/detect.py", name) for name in (
+        "_protos", "_serialized_landmarks", "_detections_px", "_landmarks_px", "_mesh_for", "_centroids", "_by_priority")],
     "alignment: fit, warps, gray conversion": [("pipeline/faces/detect.py", "_observation")],
     "tracking": [("pipeline/faces/track.py", "link_tracks"), ("pipeline/faces/track.py", "rank_tracks")],
     "store arrays (clip_arrays less tracking)": [("pipeline/faces/clip.py", "clip_arrays")],

@@ -179,6 +179,13 @@ def _normalized_xyz(serialized: bytes) -> np.ndarray:
     return np.array([(p.x, p.y, p.z) for p in face_landmarks.landmark], dtype=np.float32).reshape(-1, 3)
 
 
+def _serialized_landmarks(outputs: dict[str, object]) -> list[bytes]:
+    """The mesh graph's landmark lists as serialized protos: _normalized_xyz reads them into
+    numpy straight from the bytes, without building Python proto objects."""
+    packet = outputs.get("multi_face_landmarks")
+    return _packet_getter._get_serialized_proto_list(packet) if packet is not None else []
+
+
 def _landmarks_px(faces: list[bytes], width: int, height: int) -> list[np.ndarray]:
     # MediaPipe's z is normalised by the image width, hence the scale by width.
     scale = np.array([width, height, width], dtype=np.float32)
@@ -224,10 +231,11 @@ class _OneImageGraph(SolutionBase):
         self._graph.wait_until_idle()
         return {name: output for name, output in self._graph_outputs.items() if not output.is_empty()}
 
-    def _detections(self, outputs: dict[str, object], stream: str, width: int, height: int) -> list[_Detection]:
+    def _protos(self, outputs: dict[str, object], stream: str) -> list | None:
+        """The proto messages of an output stream (None when it emitted nothing)."""
         if stream not in outputs:
-            return []
-        return _detections_px(self._get_packet_content(self._output_stream_type_info[stream], outputs[stream]), width, height)
+            return None
+        return self._get_packet_content(self._output_stream_type_info[stream], outputs[stream])
 
 
 class _FaceDetector(_OneImageGraph):
@@ -247,7 +255,7 @@ class _FaceDetector(_OneImageGraph):
 
     def detect(self, image: np.ndarray) -> list[_Detection]:
         height, width = image.shape[:2]
-        return self._detections(self._run(image), "detections", width, height)
+        return _detections_px(self._protos(self._run(image), "detections"), width, height)
 
 
 class _MeshWithDetections(_OneImageGraph):
@@ -267,13 +275,8 @@ class _MeshWithDetections(_OneImageGraph):
     def detect(self, image: np.ndarray) -> tuple[list[_Detection], list[np.ndarray]]:
         height, width = image.shape[:2]
         outputs = self._run(image)
-        # The landmark lists go to numpy straight from their serialized bytes (_normalized_xyz).
-        serialized = (
-            _packet_getter._get_serialized_proto_list(outputs["multi_face_landmarks"])
-            if "multi_face_landmarks" in outputs
-            else []
-        )
-        return self._detections(outputs, "face_detections", width, height), _landmarks_px(serialized, width, height)
+        detections = _detections_px(self._protos(outputs, "face_detections"), width, height)
+        return detections, _landmarks_px(_serialized_landmarks(outputs), width, height)
 
 
 class FaceAnalyzer:
