@@ -23,13 +23,14 @@ class ParamsError(ValueError):
 
 def from_dict(cls: type, data: Any, where: str) -> Any:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    at = f"{where}: " if where else ""  # the top level: the file name comes in front
     if not isinstance(data, dict):
-        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ParamsError(f"{at}expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        raise ParamsError(f"{at}unknown key(s) {unknown}; allowed: {sorted(known)}")
     values = {}
     for name, f in known.items():
         key = f"{where}.{name}" if where else name
@@ -78,10 +79,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     raise ParamsError(f"{where}: unsupported schema type {hint!r}")
 
 
-# Where a stage's per-clip work runs (pipeline/executors.py): worker processes on this
-# machine, or Ray actors on the cluster RAY_ADDRESS names (a local Ray instance when unset).
-# Not part of any store's config hash: switching it re-extracts nothing.
-Executor = Literal["local", "ray"]
+# Where a stage's per-clip work runs: a name of the executors registry (pipeline/executors.py;
+# local: worker processes on this machine, ray: Ray actors on the cluster RAY_ADDRESS names),
+# checked in Params. Not part of any store's config hash: switching it re-extracts nothing.
+Executor = str
 # How entries are stored (not what they hold) is not part of the hash either.
 EXECUTION_KEYS = ("workers", "executor", "num_gpus", "image_compression")
 
@@ -104,6 +105,10 @@ class DataParams:
     test_split: str = ""
     test_groups: list[str] = field(default_factory=list)
     seed: int = 0
+    # Clips listed (by a csv adapter's table) outside data.root, e.g. '../other/a.mp4' or an
+    # absolute path. DVC tracks only data.root, so a change to such a file re-runs nothing and
+    # the manifest, features and models silently describe the old file; off, they are an error.
+    allow_outside_root: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,9 @@ class FacesParams:
     workers: int = 2
     executor: Executor = "local"
     num_gpus: float = 0.0  # per Ray actor, when the cluster has GPUs (mediapipe itself runs on CPU)
+    # A video that decodes to less than this share of the duration its file declares (a
+    # truncated file) gets a failures row naming both; its frames are still used.
+    min_decoded_fraction: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,7 @@ class AudioParams:
     sample_rate: int = 16000
     workers: int = 2
     executor: Executor = "local"
+    min_decoded_fraction: float = 0.9  # as faces.min_decoded_fraction, for the audio track
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,10 @@ class TrainParams:
     # Standardise each speaker's features with that speaker's own (unlabelled) statistics,
     # test speakers included, as the GeMAPS paper does; off by default.
     speaker_standardization: bool = False
+    # A training clip longer than this is cut to a random window of this many seconds each time
+    # it is drawn (a validation clip to its central window), so the memory of a step follows
+    # the batch, not the longest clip of the corpus; predictions read whole clips. 0: never cut.
+    max_clip_s: float = 30.0
     seed: int = 0
     threads: int = 1   # torch threads per fold
     workers: int = 2   # folds trained at once
@@ -212,7 +225,7 @@ class CrossModalParams:
 @dataclass(frozen=True)
 class LateFusionParams:
     members: list[str] = field(default_factory=list)
-    method: Literal["weighted", "stacking", "mean"] = "weighted"
+    method: str = "weighted"  # a late-fusion method: weighted | stacking | mean (pipeline/fusion/late.py)
     grid_step: float = 0.1
 
 
@@ -225,13 +238,18 @@ class Params:
     extractors: dict[str, ExtractorParams] = field(default_factory=dict)
     branches: dict[str, BranchParams] = field(default_factory=dict)
     train: TrainParams = field(default_factory=TrainParams)
-    task: Literal["classification", "continuous"] = "classification"
+    task: str = "classification"  # a task: classification | continuous (pipeline/tasks)
     continuous: ContinuousParams = field(default_factory=ContinuousParams)
     fusion: str = "concat"
     cross_modal: CrossModalParams = field(default_factory=CrossModalParams)
     late_fusion: LateFusionParams = field(default_factory=LateFusionParams)
 
     def __post_init__(self) -> None:
+        if self.task == "classification" and len(self.data.labels) < 2:
+            raise ParamsError(
+                f"data.labels: a classification experiment needs at least two classes, got {self.data.labels}"
+            )
+        _check_executors(self)
         for name, branch in self.branches.items():
             if branch.features not in self.extractors:
                 raise ParamsError(
@@ -248,6 +266,16 @@ class Params:
                 )
 
 
+def _check_executors(params: Params) -> None:
+    from pipeline.executors import EXECUTORS
+
+    chosen = {"faces.executor": params.faces.executor, "audio.executor": params.audio.executor}
+    chosen.update({f"extractors.{name}.executor": spec.executor for name, spec in params.extractors.items()})
+    for key, name in chosen.items():
+        if name not in EXECUTORS.names():
+            raise ParamsError(f"{key}: unknown executor {name!r}; available: {EXECUTORS.names()}")
+
+
 def load_params(path: str | Path = "params.yaml", check_components: bool = True) -> Params:
     """Read and validate params.yaml. ``check_components`` also validates every extractor,
     head and fusion option block against its registered class (which imports torch); stages
@@ -255,7 +283,8 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     has already done it."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        # libyaml's loader where available: the pure-Python one takes a tenth of a second here.
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the project root)") from None
     except yaml.YAMLError as error:
@@ -267,10 +296,11 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     from pipeline.datasets import DATASETS
 
     try:
-        DATASETS.config(params.data.dataset, params.data.options, "data.options")
+        DATASETS.config(params.data.dataset, params.data.options, "data.options", "data.dataset")
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
     if check_components:
+        validate_task_choices(params, path)
         _validate_components(params, path)
     return params
 
@@ -292,30 +322,94 @@ def _check_faces_keys(name: str, spec: ExtractorParams, faces: FacesParams) -> N
         )
 
 
-def _validate_components(params: Params, path: Path) -> None:
-    """Check names against the registries and each option block against its class's config."""
-    from pipeline.extractors import EXTRACTORS
+def validate_task_choices(params: Params, path: str | Path = "params.yaml") -> None:
+    """The task and the late-fusion method name registered classes that fit together
+    (torch-free: late_fusion and evaluate, which skip the component checks, call it; the
+    extraction stages do not, so that no head or task code is among their deps)."""
+    try:
+        _check_task_choices(params)
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None
+
+
+def _check_task_choices(params: Params) -> None:
+    from pipeline.fusion.late import LATE_FUSIONS
+    from pipeline.tasks import TASKS
+
+    for where, registry, name in (("task", TASKS, params.task), ("late_fusion.method", LATE_FUSIONS, params.late_fusion.method)):
+        try:
+            registry.get(name)
+        except KeyError as error:
+            raise ParamsError(f"{where}: {error.args[0]}") from None
+    if LATE_FUSIONS.get(params.late_fusion.method).class_scores and not TASKS.get(params.task).class_scores:
+        raise ParamsError(f"late_fusion.method: {params.late_fusion.method!r} stacks class probabilities, which task "
+                          f"{params.task!r} does not produce; use one of "
+                          f"{[m for m in LATE_FUSIONS.names() if not LATE_FUSIONS.get(m).class_scores]}")
+
+
+def _validate_capabilities(params: Params) -> None:
+    """What each head can do (pipeline/heads: neural, per_step, raw_input) against what the
+    task, the speaker standardisation and the cross-modal fusion ask of it."""
     from pipeline.fusion.cross_modal import FUSIONS
-    from pipeline.heads import HEADS
+    from pipeline.heads import capabilities, heads_with
+    from pipeline.tasks import TASKS
+
+    task = TASKS.get(params.task)
+    for name, branch in params.branches.items():
+        head, where = capabilities(branch.head.type), f"branches.{name}.head.type"
+        if not head.neural and not task.pooled_heads:
+            raise ParamsError(f"{where}: {branch.head.type!r} is a classical head on pooled clip statistics, which cannot learn "
+                              f"task {params.task!r} (task); use a neural head: {heads_with(neural=True, per_step=True)}")
+        if task.per_step and not head.per_step:
+            raise ParamsError(f"{where}: {branch.head.type!r} has no per-step output, which task {params.task!r} (task) needs; "
+                              f"heads with one: {heads_with(per_step=True)}")
+        if head.raw_input and params.train.speaker_standardization:
+            raise ParamsError(f"{where}: {branch.head.type!r} reads its features unstandardised (raw input), so "
+                              "train.speaker_standardization must be false")
+    sequential = params.fusion in FUSIONS.names() and FUSIONS.get(params.fusion).sequential  # an unknown name is reported next
+    for name in params.cross_modal.branches:
+        head_type = params.branches[name].head.type
+        head = capabilities(head_type)
+        if not head.neural:
+            raise ParamsError(
+                f"cross_modal.branches: branch {name!r} uses the {head_type!r} head, which is not a "
+                "neural network and cannot be trained inside a fusion; fuse its scores in late_fusion instead"
+            )
+        if sequential and not head.per_step:
+            raise ParamsError(f"fusion: {params.fusion!r} fuses per-step sequences, but branches.{name}.head.type {head_type!r} "
+                              f"(in cross_modal.branches) has no per-step output; heads with one: {heads_with(per_step=True)}")
+
+
+def validate_extractors(params: Params, path: str | Path = "params.yaml") -> None:
+    """Check the extractor blocks against the extractor registry (which imports no torch: the
+    extract stages validate their own component this way)."""
+    from pipeline.extractors import EXTRACTORS
 
     try:
         for name, spec in params.extractors.items():
-            EXTRACTORS.config(spec.type, spec.options, f"extractors.{name}.options")
+            EXTRACTORS.config(spec.type, spec.options, f"extractors.{name}.options", f"extractors.{name}.type")
             extractor_input = EXTRACTORS.get(spec.type).input
             if extractor_input != spec.input:
                 raise ParamsError(f"extractors.{name}.input: {spec.type} reads {extractor_input!r}, not {spec.input!r}")
             if spec.input == "faces":
                 _check_faces_keys(name, spec, params.faces)
-        for name, branch in params.branches.items():
-            HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options")
-        from pipeline.heads.pooled import is_pooled_head
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None
 
-        for name in params.cross_modal.branches:
-            if is_pooled_head(params.branches[name].head.type):
-                raise ParamsError(
-                    f"cross_modal.branches: branch {name!r} uses the {params.branches[name].head.type!r} head, which is not a "
-                    "neural network and cannot be trained inside a fusion; fuse its scores in late_fusion instead"
-                )
-        FUSIONS.config(params.fusion, params.cross_modal.options.get(params.fusion, {}), f"cross_modal.options.{params.fusion}")
+
+def _validate_components(params: Params, path: Path) -> None:
+    """Check names against the registries and each option block against its class's config."""
+    from pipeline.fusion.cross_modal import FUSIONS
+    from pipeline.heads import HEADS
+
+    validate_extractors(params, path)
+    try:
+        for name, branch in params.branches.items():
+            HEADS.config(branch.head.type, branch.head.options, f"branches.{name}.head.options", f"branches.{name}.head.type")
+        _validate_capabilities(params)
+        FUSIONS.config(params.fusion, params.cross_modal.options.get(params.fusion, {}), f"cross_modal.options.{params.fusion}", "fusion")
+        # The blocks of the fusions not in use too: switching `fusion` must not meet a typo.
+        for fusion, options in params.cross_modal.options.items():
+            FUSIONS.config(fusion, options, f"cross_modal.options.{fusion}")
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None

@@ -13,6 +13,20 @@ from pathlib import Path
 STAGE_START = re.compile(r"Running stage '([^']+)'")
 
 
+def set_params(root: Path, **groups: dict) -> None:
+    """Merge ``{"faces": {...}, "extractors.fer": {...}}`` into ``root``'s params.yaml."""
+    import yaml
+
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, values in groups.items():
+        node = params
+        for key in dotted.split("."):
+            node = node[key]
+        node.update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def copy_project(source: Path, target: Path) -> Path:
     """Copy the tracked and untracked-but-not-ignored files into a new git repo at ``target``."""
     files = subprocess.run(

@@ -1,79 +1,45 @@
-"""Metrics, confusion matrix, failures table and the markdown report of an experiment."""
+"""Metrics, confusion table, failures table and the markdown report of an experiment; the
+task (:mod:`pipeline.tasks`) supplies its metrics and its part of the report."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from pipeline.metrics import classification_report, concordance, confusion_matrix, probability_columns
+from pipeline.store.files import read_parquet
+from pipeline.results import BRANCHES_DIR, FUSION_DIR, LATE_FUSION_DIR, read_missing, read_scores
+from pipeline.tasks import Task, task_from_params
+
+MANIFEST_FAILURES = Path("data/manifest_failures.csv")
 
 
-def score_report(scores: pd.DataFrame, classes: list[str]) -> dict:
-    truth = scores["label"].map(classes.index).to_numpy()
-    predicted = scores[probability_columns(classes)].to_numpy().argmax(1)
-    return classification_report(truth, predicted, classes)
+def _part(scores: pd.DataFrame, test: bool) -> pd.DataFrame:
+    if not len(scores):
+        return scores
+    return scores[scores["fold"] < 0] if test else scores[scores["fold"] >= 0]
 
 
-def confusion_table(scores: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """One row per clip (actual, predicted): the layout DVC's confusion template reads."""
-    predicted = np.array(classes)[scores[probability_columns(classes)].to_numpy().argmax(1)]
-    return pd.DataFrame({"actual": scores["label"].to_numpy(), "predicted": predicted})
-
-
-def model_report(scores: pd.DataFrame, params) -> dict:
-    if params.task == "continuous":
-        return continuous_report(scores, params.continuous.dimensions)
-    return score_report(scores, params.data.labels)
-
-
-def experiment_metrics(models: dict[str, pd.DataFrame], params) -> dict:
+def experiment_metrics(models: dict[str, pd.DataFrame], task: Task) -> dict:
     """Out-of-fold figures of every model under ``models``; figures on the held-out test set
     (fold -1: an official split or data.test_groups) under ``test`` when there is one."""
-    def part(scores: pd.DataFrame, test: bool) -> pd.DataFrame:
-        if not len(scores):
-            return scores
-        return scores[scores["fold"] < 0] if test else scores[scores["fold"] >= 0]
-
-    metrics = {"final": "late_fusion", "task": params.task,
-               "models": {name: model_report(part(scores, False), params) for name, scores in models.items()}}
-    if any(len(part(scores, True)) for scores in models.values()):
-        metrics["test"] = {name: model_report(part(scores, True), params) for name, scores in models.items() if len(part(scores, True))}
+    metrics = {"final": "late_fusion", "task": task.registry_name,
+               "models": {name: task.report(_part(scores, False)) for name, scores in models.items()}}
+    if any(len(_part(scores, True)) for scores in models.values()):
+        metrics["test"] = {name: task.report(_part(scores, True)) for name, scores in models.items() if len(_part(scores, True))}
     return metrics
 
 
-def markdown_report(metrics: dict, weights: dict, failures: pd.DataFrame, scores: pd.DataFrame, params) -> str:
-    classes = params.data.labels
-    continuous = params.task == "continuous"
-    protocol = "Out-of-fold, speaker-independent"
-    lines = ["# Evaluation report", ""]
-    lines.append(f"Task: continuous ({', '.join(params.continuous.dimensions)}, CCC). {protocol}." if continuous
-                 else f"Classes: {', '.join(classes)}. {protocol}.")
-    lines.append("")
+def markdown_report(metrics: dict, weights: dict, failures: pd.DataFrame, scores: pd.DataFrame, task: Task) -> str:
+    lines = ["# Evaluation report", "", task.description_line("Out-of-fold, speaker-independent"), ""]
     for section, title in (("models", "Out of fold"), ("test", "Held-out test set (fold models merged)")):
-        if section not in metrics:
-            continue
-        lines += [f"## {title}", ""]
-        if continuous:
-            dims = params.continuous.dimensions
-            lines += ["| model | clips | " + " | ".join(f"CCC {d}" for d in dims) + " | mean CCC |", "|---" * (len(dims) + 3) + "|"]
-            for name, report in metrics[section].items():
-                lines.append(f"| {name} | {report['clips']} | " + " | ".join(f"{report[f'ccc_{d}']:.3f}" for d in dims) + f" | {report['ccc_mean']:.3f} |")
-        else:
-            lines += ["| model | clips | accuracy | UAR | macro-F1 |", "|---|---|---|---|---|"]
-            for name, report in metrics[section].items():
-                lines.append(f"| {name} | {report['clips']} | {report['accuracy']:.3f} | {report['uar']:.3f} | {report['macro_f1']:.3f} |")
-        lines.append("")
+        if section in metrics:
+            lines += [f"## {title}", "", *task.report_lines(metrics[section]), ""]
     lines += [f"Late fusion ({weights['method']}) weights fit on all folds: "
               + ", ".join(f"{k} {v:.2f}" for k, v in weights["weights"].items())
               + " (each fold's reported scores use weights fit without that fold).", ""]
-    if not continuous and len(scores):
-        matrix = confusion_matrix(scores["label"].map(classes.index).to_numpy(),
-                                  scores[probability_columns(classes)].to_numpy().argmax(1), len(classes))
-        lines += ["## Confusion of the final model (rows actual, columns predicted)", "",
-                  "| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, matrix)]
+    lines += task.final_model_lines(scores)
     lines += ["", f"## Clips left out or missing a modality ({failures['clip_id'].nunique()})", ""]
     if len(failures):
         lines += ["| clip | stage | reason |", "|---|---|---|"]
@@ -103,21 +69,42 @@ def write_curves(out_dir: Path, model_dirs: dict[str, Path]) -> None:
         mean.to_csv(out_dir / f"{name}.csv", index=False)
 
 
-def continuous_report(scores: pd.DataFrame, dimensions: list[str]) -> dict:
-    """CCC per dimension over every valid scored step (and their mean)."""
-    valid = scores[scores["valid"].astype(bool)] if len(scores) else scores
-    report = {"steps": int(len(valid)), "clips": int(valid["clip_id"].nunique()) if len(valid) else 0}
-    values = {d: concordance(valid[f"pred_{d}"], valid[d]) if len(valid) > 1 else 0.0 for d in dimensions}
-    report.update({f"ccc_{d}": v for d, v in values.items()})
-    report["ccc_mean"] = float(np.mean(list(values.values())))
-    return report
+@dataclass
+class ExperimentReport:
+    metrics: dict
+    confusion: pd.DataFrame
+    failures: pd.DataFrame
+    markdown: str
+    model_dirs: dict[str, Path]
+
+    def save(self, reports: Path) -> None:
+        write_json(reports / "metrics.json", self.metrics)
+        self.confusion.to_csv(reports / "confusion.csv", index=False)
+        self.failures.to_csv(reports / "failures.csv", index=False)
+        write_curves(reports / "curves", self.model_dirs)
+        (reports / "report.md").write_text(self.markdown)
+
+    def lines(self) -> list[str]:
+        return [f"evaluate: {name:>20}  " + "  ".join(f"{key} {value:.3f}" for key, value in report.items() if isinstance(value, float))
+                for name, report in self.metrics["models"].items()]
 
 
-def summary(scores: pd.DataFrame, params) -> str:
-    """One line of the out-of-fold figures a stage prints."""
-    scores = scores[scores["fold"] >= 0] if len(scores) else scores
-    if params.task == "continuous":
-        report = continuous_report(scores, params.continuous.dimensions)
-        return " ".join(f"{k} {v:.3f}" for k, v in report.items() if k.startswith("ccc_"))
-    report = score_report(scores, params.data.labels)
-    return f"UAR {report['uar']:.3f} accuracy {report['accuracy']:.3f}"
+def evaluate_experiment(params) -> ExperimentReport:
+    """Figures of every branch, the cross-modal fusion and late fusion, from their folders."""
+    task = task_from_params(params)
+    models = {name: read_scores(name) for name in params.branches}
+    models[f"fusion_{params.fusion}"] = read_scores("fusion")
+    final = read_parquet(LATE_FUSION_DIR / "scores.parquet")
+    models["late_fusion"] = final
+    metrics = experiment_metrics(models, task)
+    labelled = _part(final, False)
+    failures = pd.concat(
+        [pd.read_csv(MANIFEST_FAILURES, dtype=str, keep_default_na=False)]
+        + [read_missing(BRANCHES_DIR / name) for name in params.branches]
+        + [read_missing(FUSION_DIR)],
+        ignore_index=True,
+    ).drop_duplicates()  # a clip without audio is missing from every audio branch alike
+    weights = json.loads((LATE_FUSION_DIR / "weights.json").read_text())
+    model_dirs = {name: BRANCHES_DIR / name for name in params.branches} | {"fusion": FUSION_DIR}
+    return ExperimentReport(metrics, task.confusion_table(labelled), failures,
+                            markdown_report(metrics, weights, failures, labelled, task), model_dirs)

@@ -1,4 +1,5 @@
-"""Where per-clip jobs run.
+"""Where per-clip jobs run: a registry of executors (``EXECUTORS``; params name one in
+``executor:``), each a class with ``from_params(workers, num_jobs, num_gpus)`` and ``map``.
 
 Stages describe the work as a picklable *processor* (a callable that builds its heavy state,
 e.g. a loaded model or a mediapipe graph, lazily on its first job, or when its optional
@@ -16,42 +17,68 @@ leaves that clip's entry out of the index, so a re-run redoes exactly those clip
 A processor may split its work into ``load(job)`` (decoding or reading its input) and
 ``process(job, loaded)`` (the model); a Ray actor then loads its next clip while the model
 runs on the current one.
+
+An error that no other clip would escape (a full disk) yields a :class:`JobError` marked
+``fatal``: the caller stops the stage instead of failing every remaining clip alike.
+Helper processes watch the stage process and exit when it is gone, however it died.
 """
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import pickle
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from tqdm import tqdm
+from pipeline.registry import Registry
 
 Processor = Callable[[Any], Any]
-
-EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
 class JobError:
-    """A job that raised or lost its worker; ``reason`` goes to the failures table."""
+    """A job that raised or lost its worker; ``reason`` goes to the failures table. ``fatal``:
+    the error would hit every clip alike (a full disk), so the stage should stop."""
 
     reason: str
+    fatal: bool = False
 
 
 def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError (or an HDF5 error wrapping one) caused by a full disk or an exhausted quota."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left on device" in text or "Disk quota exceeded" in text or "errno = 28" in text
+
+
+def job_error(error: BaseException) -> JobError:
+    return JobError(describe(error), fatal=is_disk_full(error))
+
+
 class Executor(Protocol):
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
         """Yield (job, result or JobError) pairs in completion order."""
+
+
+def progress_bar(**options: Any):
+    """A tqdm bar over a stage's clips (tqdm is imported here: finding its version scans the
+    installed packages, a cost a stage with nothing to do should not pay)."""
+    from tqdm import tqdm
+
+    return tqdm(unit="clip", mininterval=2.0, **options)
 
 
 def read_ahead(items: Iterator[Any], depth: int = 8) -> Iterator[Any]:
@@ -106,7 +133,7 @@ def _run_here(processor: Processor, jobs: Iterable[Any]) -> Iterator[tuple[Any, 
             try:
                 result = processor(job)
             except Exception as error:  # one bad clip must not stop the others
-                result = JobError(describe(error))
+                result = job_error(error)
             yield job, result
     finally:
         close = getattr(processor, "close", None)
@@ -114,9 +141,23 @@ def _run_here(processor: Processor, jobs: Iterable[Any]) -> Iterator[tuple[Any, 
             close()
 
 
+EXECUTORS: Registry[type] = Registry("executor")
+
+
 class InProcessExecutor:
+    """Every clip in the stage process, one after the other (``local`` with one worker)."""
+
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
-        yield from _run_here(processor, tqdm(jobs, desc=desc, unit="clip", mininterval=2.0))
+        _warm_up(processor)
+        yield from _run_here(processor, progress_bar(iterable=jobs, desc=desc))
+
+
+def _warm_up(processor: Processor) -> None:
+    """Build the processor's state before its first clip, outside the per-clip error handling:
+    a model that cannot be built stops the stage with its error instead of failing every clip."""
+    warm_up = getattr(processor, "warm_up", None)
+    if warm_up is not None:
+        warm_up()
 
 
 def _limit_threads(threads: int) -> None:
@@ -127,15 +168,37 @@ def _limit_threads(threads: int) -> None:
         os.environ.setdefault(variable, str(threads))
 
 
-def _helper_main(helper: int, payload: bytes, threads: int, inbox, outbox) -> None:
+def watch_parent(parent_pid: int, poll_seconds: float = 0.5) -> threading.Thread:
+    """Exit this process as soon as ``parent_pid`` is no longer its parent: a helper whose stage
+    process died (a kill -9 included) would otherwise wait on its inbox forever, holding its
+    model's memory and the multiprocessing resource tracker. On Linux the kernel also sends
+    SIGKILL at the parent's death (PR_SET_PDEATHSIG); the thread covers the rest, and the
+    moment between the fork and the prctl call."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: the thread alone
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(70)  # no cleanup: the stage that would use our results is gone
+
+    watcher = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    watcher.start()
+    return watcher
+
+
+def _helper_main(helper: int, payload: bytes, threads: int, inbox, outbox, parent_pid: int) -> None:
     """A helper process of :class:`SharedWorkExecutor`: says it is ready, then runs the clips
-    the stage process hands it, one at a time, until it receives None."""
+    the stage process hands it, one at a time, until it receives None (or its stage process dies)."""
+    watch_parent(parent_pid)
     _limit_threads(threads)
     processor = pickle.loads(payload)  # after the thread limits: unpickling may import torch
-    warm_up = getattr(processor, "warm_up", None)
-    if warm_up is not None:
-        # Ready means ready: a clip handed over now does not wait for imports or a model.
-        warm_up()
+    _warm_up(processor)  # ready means ready: a clip handed over now does not wait for imports or a model
     outbox.put((helper, None, None))
     for job, result in _run_here(processor, iter(inbox.get, None)):
         outbox.put((helper, job, result))
@@ -158,12 +221,12 @@ def _torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@EXECUTORS.register("local")
 class SharedWorkExecutor:
     """``workers`` processes on this machine, the stage process being one of them.
 
-    The stage process already holds what its processor built (the extract stage loads the
-    model to report its device), so it starts on the clips at once while ``workers - 1``
-    helper processes start (interpreter, imports, model: seconds). A helper is handed a clip
+    The stage process builds its processor's state (``warm_up``) while ``workers - 1``
+    helper processes start (interpreter, imports, model: seconds), then starts on the clips. A helper is handed a clip
     only when it says it is ready, one clip at a time, so no clip waits behind a helper that
     is still starting: a few clips (an incremental run) cost no more than in one process,
     and many clips keep every worker busy. Helpers still starting when no clip is left are
@@ -175,6 +238,12 @@ class SharedWorkExecutor:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
+
+    @classmethod
+    def from_params(cls, workers: int, num_jobs: int, num_gpus: float = 0.0):
+        if workers <= 1 or num_jobs <= 1:
+            return InProcessExecutor()
+        return cls(workers)
 
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
         helpers = min(self.workers, len(jobs)) - 1
@@ -190,17 +259,27 @@ class SharedWorkExecutor:
         inboxes = [context.SimpleQueue() for _ in range(helpers)]
         payload = pickle.dumps(processor)
         processes = [
-            context.Process(target=_helper_main, args=(i, payload, threads, inboxes[i], outbox), name=f"{desc}-{i}", daemon=True)
+            context.Process(
+                target=_helper_main, args=(i, payload, threads, inboxes[i], outbox, os.getpid()), name=f"{desc}-{i}", daemon=True
+            )
             for i in range(helpers)
         ]
         for process in processes:
             process.start()
+        try:
+            # While the helpers start: the stage process's own model (it may import torch,
+            # whose threads _torch_threads then limits).
+            _warm_up(processor)
+        except BaseException:
+            for process in processes:
+                process.terminate()
+            raise
         finished: queue.Queue = queue.Queue()  # (job, result) pairs from the helpers
         dispatcher = threading.Thread(
             target=self._dispatch, args=(processes, inboxes, outbox, work, finished), name=f"{desc}-dispatch", daemon=True
         )
         dispatcher.start()
-        progress = tqdm(total=len(jobs), desc=desc, unit="clip", mininterval=2.0)
+        progress = progress_bar(total=len(jobs), desc=desc)
 
         def collected(wait: float = 0.0) -> Iterator[tuple[Any, Any]]:
             try:
@@ -329,6 +408,7 @@ def connect_ray() -> bool:
     return True
 
 
+@EXECUTORS.register("ray")
 class RayExecutor:
     """Stateful actors on a Ray cluster, each asking for one CPU and ``num_gpus`` GPUs when
     the cluster has GPUs. Clips go to whichever actor has a free slot (two per actor, see
@@ -341,6 +421,10 @@ class RayExecutor:
     def __init__(self, workers: int, num_gpus: float = 0.0) -> None:
         self.workers = workers
         self.num_gpus = num_gpus
+
+    @classmethod
+    def from_params(cls, workers: int, num_jobs: int, num_gpus: float = 0.0) -> "RayExecutor":
+        return cls(workers, num_gpus)
 
     def map(self, processor: Processor, jobs: list[Any], desc: str) -> Iterator[tuple[Any, Any]]:
         import ray
@@ -379,7 +463,7 @@ class RayExecutor:
             for actor in actors:
                 if queue:
                     submit(actor)
-        progress = tqdm(total=len(jobs), desc=desc, unit="clip", mininterval=2.0)
+        progress = progress_bar(total=len(jobs), desc=desc)
         try:
             while in_flight:
                 [ref], _ = ray.wait(list(in_flight), num_returns=1)
@@ -387,7 +471,7 @@ class RayExecutor:
                 try:
                     result = ray.get(ref)
                 except RayTaskError as error:  # the processor raised
-                    result = JobError(describe(error.cause) if error.cause is not None else str(error).splitlines()[0])
+                    result = job_error(error.cause) if error.cause is not None else JobError(str(error).splitlines()[0])
                 except RayActorError as error:  # the actor's process died
                     result = JobError(f"worker died while processing the clip: {type(error).__name__}")
                     if actor in actors:
@@ -420,10 +504,9 @@ class RayExecutor:
 
 
 def make_executor(kind: str, workers: int, num_jobs: int, num_gpus: float = 0.0) -> Executor:
-    if kind == "ray":
-        return RayExecutor(workers, num_gpus)
-    if kind != "local":
-        raise ValueError(f"unknown executor {kind!r}; available: {list(EXECUTORS)}")
-    if workers <= 1 or num_jobs <= 1:
-        return InProcessExecutor()
-    return SharedWorkExecutor(workers)
+    """The registered executor ``kind`` for ``num_jobs`` clips."""
+    try:
+        cls = EXECUTORS.get(kind)
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
+    return cls.from_params(workers, num_jobs, num_gpus)

@@ -1,18 +1,22 @@
-"""The trainable model: one temporal head per branch and, with several branches, a fusion.
+"""What a member is: its branches (a head on one feature store each) and, with several
+branches, a cross-modal fusion (:class:`ModelSpec`, JSON-describable), and the torch model
+built from it (:class:`MultiBranchModel`).
 
-A single-branch classifier and a cross-modal fusion model are the same class, so the train
-and fusion stages share one training loop.
+A single-branch model and a cross-modal fusion model are the same class, so the train and
+fusion stages share one training loop. A member with one pooled (classical) head has no
+torch model: :mod:`pipeline.training` fits the head itself.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from pipeline.fusion.cross_modal import FUSIONS
-from pipeline.heads import HEADS
+from pipeline.heads import HEADS, capabilities
+from pipeline.layers import Standardize
 
 
 @dataclass(frozen=True)
@@ -22,28 +26,24 @@ class BranchSpec:
     head: str
     head_config: Any
 
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "input_dim": self.input_dim, "head": self.head, "head_config": asdict(self.head_config)}
 
-class Standardize(nn.Module):
-    """Per-dimension standardisation with statistics of the training part of a fold."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def fit(self, frames: Tensor) -> None:
-        self.mean.copy_(frames.mean(0))
-        self.std.copy_(frames.std(0).clamp(min=1e-4))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+    @classmethod
+    def from_description(cls, description: dict[str, Any]) -> "BranchSpec":
+        head = description["head"]
+        config = HEADS.config(head, description["head_config"], f"checkpoint branch {description['name']!r}")
+        return cls(description["name"], int(description["input_dim"]), head, config)
 
 
-class MultiBranchClassifier(nn.Module):
+class MultiBranchModel(nn.Module):
     def __init__(self, branches: list[BranchSpec], num_classes: int, fusion: str | None = None, fusion_config: Any = None) -> None:
         super().__init__()
         if len(branches) > 1 and fusion is None:
             raise ValueError("several branches need a fusion")
+        not_neural = [f"{b.name} ({b.head})" for b in branches if not capabilities(b.head).neural]
+        if not_neural:
+            raise ValueError(f"branches {not_neural} have classical heads, which a torch model cannot hold")
         self.names = [b.name for b in branches]
         self.standardize = nn.ModuleDict({b.name: Standardize(b.input_dim) for b in branches})
         self.heads = nn.ModuleDict({b.name: HEADS.get(b.head)(b.input_dim, b.head_config) for b in branches})
@@ -56,7 +56,7 @@ class MultiBranchClassifier(nn.Module):
 
     def head_input(self, name: str, x: Tensor, mask: Tensor) -> Tensor:
         # A head with raw_input (a fine-tuned CNN on pixels) gets its inputs unstandardised.
-        x = x if getattr(self.heads[name], "raw_input", False) else self.standardize[name](x)
+        x = x if self.heads[name].raw_input else self.standardize[name](x)
         return x * mask.unsqueeze(-1)
 
     def encode(self, name: str, inputs: dict[str, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -117,15 +117,31 @@ class MultiBranchClassifier(nn.Module):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to build a fresh model: picklable, so folds can train in workers."""
+    """Everything needed to build a fresh model: picklable, so folds can train in workers,
+    and JSON-describable, so a checkpoint rebuilds it. ``outputs``: classes or dimensions."""
 
     branches: list[BranchSpec]
-    num_classes: int
+    outputs: int
     fusion: str | None = None
     fusion_config: Any = None
 
-    def build(self) -> MultiBranchClassifier:
-        return MultiBranchClassifier(self.branches, self.num_classes, self.fusion, self.fusion_config)
+    @property
+    def pooled(self) -> bool:
+        """One branch with a classical head: fit as an estimator, not as a torch model."""
+        return len(self.branches) == 1 and self.fusion is None and not capabilities(self.branches[0].head).neural
+
+    def build(self) -> MultiBranchModel:
+        return MultiBranchModel(self.branches, self.outputs, self.fusion, self.fusion_config)
+
+    def describe(self) -> dict[str, Any]:
+        return {"branches": [b.describe() for b in self.branches], "outputs": self.outputs, "fusion": self.fusion,
+                "fusion_config": asdict(self.fusion_config) if self.fusion is not None else None}
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any]) -> "ModelSpec":
+        fusion = description.get("fusion")
+        config = FUSIONS.config(fusion, description["fusion_config"] or {}, "checkpoint fusion") if fusion else None
+        return cls([BranchSpec.from_description(b) for b in description["branches"]], int(description["outputs"]), fusion, config)
 
 
 def branch_spec(name: str, head_type: str, head_options: dict[str, Any], input_dim: int) -> BranchSpec:

@@ -42,12 +42,14 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._classes)
 
-    def config(self, name: str, options: dict[str, Any], where: str) -> Any:
-        """Validate ``options`` against the class's ``Config`` (a ParamsError names ``where``)."""
+    def config(self, name: str, options: dict[str, Any], where: str, name_key: str | None = None) -> Any:
+        """Validate ``options`` against the class's ``Config`` (a ParamsError names ``where``);
+        an unknown ``name`` is reported under ``name_key`` (the key that holds the name, e.g.
+        ``extractors.fer.type``), or ``where`` when not given."""
         from pipeline.config import ParamsError, from_dict
 
         try:
             cls = self.get(name)
         except KeyError as error:
-            raise ParamsError(f"{where}: {error.args[0]}") from None
+            raise ParamsError(f"{name_key or where}: {error.args[0]}") from None
         return from_dict(cls.Config, options, where)

@@ -1,23 +1,21 @@
-"""Where trained heads and their score matrices live, and how they are read back.
+"""Where trained members and their score matrices live, and how they are read back.
 
-``models/branches/<branch>/``, ``models/fusion/`` and ``models/late_fusion/`` each hold
-``scores.parquet`` (clip_id, fold, label, p_<class>: out-of-fold probabilities) beside the
-model, plus ``missing.csv`` for clips the member could not score and why.
+``models/branches/<branch>/`` and ``models/fusion/`` each hold ``scores.parquet`` (the task's
+score matrix: clip_id, fold, label, p_<class> out-of-fold probabilities; or per-step
+predictions), the ``model.pt`` checkpoint (:mod:`pipeline.checkpoint`), ``curves.csv``,
+``meta.json``, and ``missing.csv`` for clips the member could not score and why.
+``models/late_fusion/`` holds the fused ``scores.parquet``, ``weights.json`` and the
+``checkpoint.json`` of :mod:`pipeline.fusion.late`. Torch-free: late fusion and evaluation
+read results without importing it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline.store import FAILURE_COLUMNS, FeatureStore
-
-if TYPE_CHECKING:  # late fusion and evaluation read results without importing torch
-    from pipeline.training import CrossValidationResult
+from pipeline.store.files import read_parquet
 
 BRANCHES_DIR = Path("models/branches")
 FUSION_DIR = Path("models/fusion")
@@ -29,22 +27,11 @@ def member_dir(name: str) -> Path:
     return FUSION_DIR if name == "fusion" else BRANCHES_DIR / name
 
 
-def save_cross_validation(out_dir: Path, result: CrossValidationResult, meta: dict[str, Any], missing: pd.DataFrame) -> None:
-    import torch
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({**meta, "fold_states": result.fold_states}, out_dir / "model.pt")
-    result.scores.to_parquet(out_dir / "scores.parquet", index=False)
-    result.curves.to_csv(out_dir / "curves.csv", index=False)
-    missing.to_csv(out_dir / "missing.csv", index=False)
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-
-
 def read_scores(name: str) -> pd.DataFrame:
     path = member_dir(name) / "scores.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path}: score matrix of {name!r} missing (run its train/fusion stage)")
-    return pd.read_parquet(path)
+    return read_parquet(path)
 
 
 def read_missing(directory: Path) -> pd.DataFrame:

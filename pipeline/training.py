@@ -1,31 +1,33 @@
-"""Speaker-independent cross-validation of a classifier on cached features.
+"""Speaker-independent cross-validation of a member on cached features, for any task.
 
-For each fold of the manifest, the model is trained on the other folds (a stratified part
-of them held out for early stopping) and predicts the held-out fold, giving out-of-fold
-class probabilities for every clip: the score matrix that late fusion and evaluation use.
+For each fold of the manifest, the member is trained on the other folds (a part of them
+held out for early stopping) and predicts the held-out fold, giving out-of-fold scores for
+every clip: the score matrix that late fusion and evaluation use. Clips of the held-out test
+split (fold -1) never train; every fold model predicts them and the task merges the fold
+models' outputs. One fold loop serves every task: the task (:mod:`pipeline.tasks`) supplies
+the batches, the loss, the per-clip outputs and the score rows; the member is either a torch
+model (:class:`NeuralFolds`) or a classical head fit on pooled statistics (:class:`PooledFolds`).
 """
 from __future__ import annotations
 
 import copy
+import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.config import Params, TrainParams
+from pipeline.config import TrainParams
 from pipeline.heads import HEADS
-from pipeline.heads.pooled import PooledHead, is_pooled_head, pooled_matrix
-from pipeline.metrics import probability_columns
+from pipeline.heads.pooled import pool_statistics, statistics_used
 from pipeline.models import ModelSpec
 from pipeline.store import FeatureStore
-
-# clip_id -> (frames [T, D] float32, mask [T] bool)
-Sequences = dict[str, tuple[np.ndarray, np.ndarray]]
+from pipeline.tasks import Sequences, Task, TaskData
 
 
 def feature_dim(sequences: Sequences) -> int:
@@ -33,112 +35,108 @@ def feature_dim(sequences: Sequences) -> int:
     return next(iter(sequences.values()))[0].shape[1] if sequences else 0
 
 
-def load_sequences(store: FeatureStore, clip_ids: list[str] | None = None, with_timestamps: bool = False) -> Sequences:
-    """Features of every indexed clip (or of ``clip_ids`` that have an entry); with
-    ``with_timestamps`` each also carries its frames' times (the continuous task's grid)."""
+def read_features(store: FeatureStore, clip_ids: list[str] | None = None) -> tuple[Sequences, list[dict[str, Any]]]:
+    """Features of every indexed clip (or of ``clip_ids`` that have an entry) as (frames,
+    mask, timestamps), and the distinct extractor identities their entries record (normally
+    one: the store's extractor, its config and its weights)."""
     indexed = set(store.clip_ids())
     wanted = indexed if clip_ids is None else indexed & set(clip_ids)
-    keys = ["data", "mask", "timestamps"] if with_timestamps else ["data", "mask"]
-    sequences = {}
+    sequences, identities = {}, {}
     for clip_id in sorted(wanted):
-        arrays = store.read(clip_id, keys).arrays
-        sequences[clip_id] = (arrays["data"].astype(np.float32), arrays["mask"].astype(bool), *([arrays["timestamps"]] if with_timestamps else []))
-    return sequences
+        entry = store.read(clip_id, ["data", "mask", "timestamps"])
+        arrays = entry.arrays
+        sequences[clip_id] = (arrays["data"].astype(np.float32), arrays["mask"].astype(bool), arrays["timestamps"])
+        record = {key: entry.attrs[key] for key in ("extractor", "config_hash", "weights_sha256", "weights_origin") if key in entry.attrs}
+        if "identity" in entry.attrs:
+            identity = entry.attrs["identity"]
+            record["identity"] = json.loads(identity) if isinstance(identity, str) else identity
+        identities.setdefault(json.dumps(record, sort_keys=True, default=str), record)
+    return sequences, list(identities.values())
 
 
-def standardize_per_speaker(sequences: Sequences, speakers: dict[str, str]) -> Sequences:
-    """Each clip's frames minus its speaker's mean, over its speaker's std (visible frames of
-    all that speaker's clips; no labels are used)."""
+def load_sequences(store: FeatureStore, clip_ids: list[str] | None = None) -> Sequences:
+    return read_features(store, clip_ids)[0]
+
+
+# -- speaker standardisation --------------------------------------------------------------------
+SpeakerStatistics = dict[str, tuple[np.ndarray, np.ndarray]]  # speaker -> (mean [D], std [D])
+
+
+def speaker_statistics(sequences: Sequences, speakers: dict[str, str]) -> SpeakerStatistics:
+    """Mean and std of the visible frames of each speaker's clips (no labels are used)."""
     by_speaker: dict[str, list[str]] = {}
     for clip_id in sequences:
         by_speaker.setdefault(speakers[clip_id], []).append(clip_id)
-    standardized = {}
-    for clip_ids in by_speaker.values():
+    statistics = {}
+    for speaker, clip_ids in by_speaker.items():
         frames = np.concatenate([sequences[c][0][sequences[c][1]] for c in clip_ids])
-        if not len(frames):
-            standardized.update({c: sequences[c] for c in clip_ids})
-            continue
-        mean, std = frames.mean(0), np.maximum(frames.std(0), 1e-6)
-        for c in clip_ids:
-            x, mask, *rest = sequences[c]  # rest: timestamps, for the continuous task
-            standardized[c] = (np.where(mask[:, None], (x - mean) / std, 0.0).astype(np.float32), mask, *rest)
+        if len(frames):
+            statistics[speaker] = (frames.mean(0), np.maximum(frames.std(0), 1e-6))
+    return statistics
+
+
+def apply_speaker_statistics(sequences: Sequences, speakers: dict[str, str], statistics: SpeakerStatistics) -> Sequences:
+    """Each clip's frames minus its speaker's mean, over its speaker's std (a speaker without
+    statistics, i.e. without any visible frame, is left as it is)."""
+    standardized = {}
+    for clip_id, (x, mask, *rest) in sequences.items():
+        found = statistics.get(speakers[clip_id])
+        if found is None:
+            standardized[clip_id] = (x, mask, *rest)
+        else:
+            mean, std = found
+            standardized[clip_id] = (np.where(mask[:, None], (x - mean) / std, 0.0).astype(np.float32), mask, *rest)
     return standardized
 
 
-def _speaker_standardized(branch_sequences: dict[str, Sequences], clips: pd.DataFrame, params: TrainParams) -> dict[str, Sequences]:
-    if not params.speaker_standardization:
-        return branch_sequences
-    speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
-    return {branch: standardize_per_speaker(sequences, speakers) for branch, sequences in branch_sequences.items()}
+def standardize_per_speaker(sequences: Sequences, speakers: dict[str, str]) -> Sequences:
+    """Each clip's frames standardised with its own speaker's statistics."""
+    return apply_speaker_statistics(sequences, speakers, speaker_statistics(sequences, speakers))
+
+
+# -- the fold loop ------------------------------------------------------------------------------
+@dataclass
+class CrossValidationResult:
+    scores: pd.DataFrame                 # the task's score matrix (out-of-fold rows, test rows fold -1)
+    fold_states: list[dict]              # per fold: the torch state_dict, or the pooled head's state
+    curves: pd.DataFrame                 # fold, epoch, train_loss, val_loss
+    folds: list[int] = field(default_factory=list)  # the fold number of each state
+    # branch -> speaker -> (mean, std), when the features were standardised per speaker
+    speaker_statistics: dict[str, SpeakerStatistics] = field(default_factory=dict)
+    pooled_statistics: list[str] = field(default_factory=list)  # what a pooled head pooled
+
+
+CURVE_COLUMNS = ["fold", "epoch", "train_loss", "val_loss"]
+
+
+def empty_result(task: Task) -> CrossValidationResult:
+    """What a member without any features produces (e.g. the face branch on audio-only data)."""
+    return CrossValidationResult(task.empty_scores(), [], pd.DataFrame(columns=CURVE_COLUMNS))
+
+
+def fold_rows(folds: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(fold, training rows, rows to predict) per fold. Test clips (fold -1) never train
+    and are predicted by every fold's model, after that fold's own held-out clips."""
+    test = np.flatnonzero(folds < 0)
+    return [
+        (int(fold), np.flatnonzero((folds != fold) & (folds >= 0)), np.concatenate([np.flatnonzero(folds == fold), test]))
+        for fold in sorted(np.unique(folds[folds >= 0]))
+    ]
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    fold: int
+    train_rows: np.ndarray
+    predict_rows: np.ndarray
+    seed: int
 
 
 @dataclass
-class CrossValidationResult:
-    scores: pd.DataFrame          # clip_id, fold, label, p_<class>...
-    fold_states: list[dict]        # one state_dict per fold model
-    curves: pd.DataFrame          # fold, epoch, train_loss, val_loss
-
-
-class PaddedInputs:
-    """Every clip's sequences padded once per branch; batches are row selections trimmed to
-    their longest clip. A clip missing from a branch is all-masked there."""
-
-    def __init__(self, branch_sequences: dict[str, Sequences], clip_ids: list[str]) -> None:
-        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for branch, sequences in branch_sequences.items():
-            dim = next(iter(sequences.values()))[0].shape[1]
-            length = max((len(sequences[c][0]) for c in clip_ids if c in sequences), default=1)
-            x = np.zeros((len(clip_ids), length, dim), np.float32)
-            mask = np.zeros((len(clip_ids), length), bool)
-            for row, clip_id in enumerate(clip_ids):
-                if clip_id in sequences:
-                    frames, frame_mask = sequences[clip_id]
-                    x[row, : len(frames)] = frames
-                    mask[row, : len(frames)] = frame_mask
-            self.tensors[branch] = (torch.from_numpy(x), torch.from_numpy(mask))
-
-    def take(self, rows: np.ndarray) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        index = torch.as_tensor(rows, dtype=torch.long)
-        batch = {}
-        for branch, (x, mask) in self.tensors.items():
-            selected = mask[index]
-            visible = selected.any(0).nonzero()
-            length = int(visible.max()) + 1 if len(visible) else 1
-            batch[branch] = (x[index, :length], selected[:, :length])
-        return batch
-
-    def visible_frames(self, branch: str, rows: np.ndarray) -> torch.Tensor:
-        x, mask = self.tensors[branch]
-        index = torch.as_tensor(rows, dtype=torch.long)
-        return x[index][mask[index]]
-
-
-def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    validation = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        take = int(round(len(members) * fraction)) if len(members) > 2 else 0
-        validation.extend(members[:take])
-    validation = np.array(sorted(validation), dtype=int)
-    fit = np.setdiff1d(np.arange(len(labels)), validation)
-    return fit, validation
-
-
-def _fit_standardizers(model: nn.Module, inputs: PaddedInputs, rows: np.ndarray) -> None:
-    for branch, standardize in model.standardize.items():
-        frames = inputs.visible_frames(branch, rows)
-        if len(frames):
-            standardize.fit(frames)
-
-
-def _predict(model: nn.Module, inputs: PaddedInputs, rows: np.ndarray, batch_size: int) -> np.ndarray:
-    model.eval()
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            logits = model(inputs.take(rows[start : start + batch_size]))
-            outputs.append(torch.softmax(logits, dim=1).numpy())
-    return np.concatenate(outputs)
+class FoldOutcome:
+    state: dict
+    curve: list[dict]
+    outputs: list[np.ndarray]  # one per predicted row
 
 
 def parameter_groups(model: nn.Module, lr: float) -> list[dict]:
@@ -155,46 +153,6 @@ def parameter_groups(model: nn.Module, lr: float) -> list[dict]:
             groups.append({**group, "params": fresh})
     rest = [p for p in model.parameters() if id(p) not in claimed]
     return [{"params": rest, "lr": lr}, *groups]
-
-
-def _train_fold(
-    build_model: Callable[[], nn.Module],
-    inputs: PaddedInputs,
-    train_rows: np.ndarray,
-    train_labels: np.ndarray,
-    num_classes: int,
-    params: TrainParams,
-    seed: int,
-) -> tuple[nn.Module, list[dict]]:
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    fit, val = _stratified_split(train_labels, params.validation_fraction, rng)
-    model = build_model()
-    _fit_standardizers(model, inputs, train_rows[fit])
-    counts = np.bincount(train_labels[fit], minlength=num_classes).astype(np.float32)
-    weights = counts.sum() / (num_classes * np.maximum(counts, 1.0)) if params.class_weights else np.ones(num_classes, np.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights.astype(np.float32)))
-    optimizer = torch.optim.AdamW(parameter_groups(model, params.lr), lr=params.lr, weight_decay=params.weight_decay)
-    targets = torch.from_numpy(train_labels)
-    val_inputs = inputs.take(train_rows[val]) if len(val) else None
-
-    def train_epoch() -> float:
-        order = fit[rng.permutation(len(fit))]
-        epoch_loss = 0.0
-        for start in range(0, len(order), params.batch_size):
-            rows = order[start : start + params.batch_size]
-            loss = loss_fn(model(inputs.take(train_rows[rows])), targets[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            epoch_loss += loss.item() * len(rows)
-        return epoch_loss / len(fit)
-
-    def validation_loss() -> float:
-        return loss_fn(model(val_inputs), targets[val]).item()
-
-    curve = fit_with_early_stopping(model, params, train_epoch, validation_loss if val_inputs is not None else None)
-    return model, curve
 
 
 def fit_with_early_stopping(
@@ -227,157 +185,173 @@ def fit_with_early_stopping(
     return curve
 
 
-def empty_result(classes: list[str]) -> CrossValidationResult:
-    """What a member without any features produces (e.g. the face branch on audio-only data)."""
-    columns = ["clip_id", "fold", "label", *probability_columns(classes)]
-    return CrossValidationResult(pd.DataFrame(columns=columns), [], pd.DataFrame(columns=["fold", "epoch", "train_loss", "val_loss"]))
+class NeuralFolds:
+    """Fold models that are torch modules built from ``spec``, trained by minibatches the
+    task draws (its loss, its validation part), with early stopping."""
+
+    def __init__(self, spec: ModelSpec, params: TrainParams) -> None:
+        self.spec, self.params = spec, params
+
+    def prepare(self, data: TaskData) -> None:
+        """Nothing to precompute: batches are drawn from the task's data."""
+
+    def train(self, data: TaskData, train_rows: np.ndarray, seed: int) -> tuple[nn.Module, list[dict]]:
+        params = self.params
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        # Cropping long clips draws from its own stream, so it never shifts the shuffling.
+        crop_rng = np.random.default_rng([seed, 1])
+        fit, validation = data.split(train_rows, params.validation_fraction, rng)
+        model = self.spec.build()
+        for branch, standardize in model.standardize.items():
+            frames = data.standardizer_frames(branch, fit)
+            if len(frames):
+                standardize.fit(torch.from_numpy(frames))
+        loss_fn = data.loss(fit)
+        optimizer = torch.optim.AdamW(parameter_groups(model, params.lr), lr=params.lr, weight_decay=params.weight_decay)
+        units = data.training_units(fit)
+        validation_batch = data.validation_batch(validation)
+
+        def train_epoch() -> float:
+            order = rng.permutation(len(units))
+            total = 0.0
+            for start in range(0, len(order), params.batch_size):
+                batch = data.batch([units[i] for i in order[start : start + params.batch_size]], crop_rng)
+                loss = loss_fn(model, batch)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * batch.size
+            return total / max(len(units), 1)
+
+        def validation_loss() -> float:
+            return loss_fn(model, validation_batch).item()
+
+        curve = fit_with_early_stopping(model, params, train_epoch, validation_loss if validation_batch is not None else None)
+        return model, curve
+
+    def run(self, data: TaskData, job: FoldJob) -> FoldOutcome:
+        torch.set_num_threads(self.params.threads)
+        model, curve = self.train(data, job.train_rows, job.seed)
+        return FoldOutcome(model.state_dict(), curve, data.predict(model, job.predict_rows))
+
+    def restore(self, state: dict) -> nn.Module:
+        model = self.spec.build()
+        model.load_state_dict(state)
+        return model.eval()
+
+    def predict(self, model: nn.Module, data: TaskData, rows: np.ndarray) -> list[np.ndarray]:
+        return data.predict(model, rows)
 
 
-def _map_folds(run: Callable, jobs: list, workers: int) -> list:
+class PooledFolds:
+    """Fold models that are a classical head (:mod:`pipeline.heads.pooled`) fit on each
+    clip's pooled statistics, its hyper-parameters chosen on the training speakers."""
+
+    def __init__(self, spec: ModelSpec, params: TrainParams | None, task: Task, statistics: list[str] | None = None) -> None:
+        if not task.pooled_heads:
+            raise ValueError(f"task {task.registry_name!r} cannot be learnt by the pooled head {spec.branches[0].head!r}")
+        self.spec, self.params, self.task = spec, params, task
+        self.branch = spec.branches[0]
+        self.head_class = HEADS.get(self.branch.head)
+        self.statistics = statistics  # set from the training clips by prepare()
+
+    def new_head(self):
+        return self.head_class(self.branch.input_dim, self.branch.head_config)
+
+    def prepare(self, data: TaskData) -> None:
+        clips = data.rows[self.branch.name]
+        sequences = {i: clip for i, clip in enumerate(clips)}
+        self.statistics = statistics_used(sequences, list(sequences), self.new_head().statistics)
+        self.pooled = self.matrix(data, np.arange(len(clips)))
+
+    def matrix(self, data: TaskData, rows: np.ndarray) -> np.ndarray:
+        clips = data.rows[self.branch.name]
+        return np.stack([pool_statistics(clips[r][0], clips[r][1], self.statistics) for r in rows])
+
+    def run(self, data: TaskData, job: FoldJob) -> FoldOutcome:
+        train = job.train_rows
+        groups = data.clips["speaker"].astype(str).to_numpy()
+        head = self.new_head().fit(self.pooled[train], self.task.pooled_targets(data)[train], groups[train], self.task.output_size(), job.seed)
+        probabilities = head.predict_proba(self.pooled[job.predict_rows])
+        return FoldOutcome({"head": head.state(), "chosen": head.chosen}, [], list(probabilities))
+
+    def restore(self, state: dict):
+        return self.head_class.from_state(self.branch.input_dim, self.branch.head_config, state["head"])
+
+    def predict(self, head, data: TaskData, rows: np.ndarray) -> list[np.ndarray]:
+        return list(head.predict_proba(self.matrix(data, rows)))
+
+
+def fold_models(spec: ModelSpec, params: TrainParams | None, task: Task, statistics: list[str] | None = None):
+    return PooledFolds(spec, params, task, statistics) if spec.pooled else NeuralFolds(spec, params)
+
+
+_FORKED_WORK: tuple | None = None  # what forked fold workers run, inherited instead of pickled
+
+
+def _run_forked(index: int):
+    run, jobs = _FORKED_WORK
+    return run(jobs[index])
+
+
+def map_folds(run: Callable, jobs: list, workers: int) -> list:
+    global _FORKED_WORK
     if workers > 1 and len(jobs) > 1:
         # fork, as torch's DataLoader workers do: each child sets its own thread count before any
-        # torch op, and a spawned child would spend seconds re-importing torch per worker.
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-            return list(pool.map(run, jobs))
+        # torch op, and a spawned child would spend seconds re-importing torch per worker. The
+        # children inherit the prepared data: only the fold's index goes through a pipe.
+        _FORKED_WORK = (run, jobs)
+        try:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+                return list(pool.map(_run_forked, range(len(jobs))))
+        finally:
+            _FORKED_WORK = None
     return [run(job) for job in jobs]
 
 
-@dataclass(frozen=True)
-class FoldJob:
-    spec: ModelSpec
-    inputs: PaddedInputs
-    train_rows: np.ndarray
-    predict_rows: np.ndarray
-    labels: np.ndarray
-    params: TrainParams
-    seed: int
-
-
-def _run_fold(job: FoldJob) -> tuple[dict, list[dict], np.ndarray]:
-    torch.set_num_threads(job.params.threads)
-    model, curve = _train_fold(
-        job.spec.build, job.inputs, job.train_rows, job.labels[job.train_rows], job.spec.num_classes, job.params, job.seed
-    )
-    return model.state_dict(), curve, _predict(model, job.inputs, job.predict_rows, job.params.batch_size)
+def assemble(task: Task, data: TaskData, jobs: list[FoldJob], outputs: list[list[np.ndarray]]) -> pd.DataFrame:
+    """Out-of-fold score rows, plus test rows (fold -1) merged over the fold models."""
+    folds = data.clips["fold"].to_numpy()
+    test = np.flatnonzero(folds < 0)
+    frames, test_outputs = [], [[] for _ in test]
+    for job, predicted in zip(jobs, outputs):
+        held_out = len(job.predict_rows) - len(test)
+        frames.append(task.score_frame(data, job.predict_rows[:held_out], job.fold, predicted[:held_out]))
+        for merged, output in zip(test_outputs, predicted[held_out:]):
+            merged.append(output)
+    if len(test):
+        frames.append(task.score_frame(data, test, -1, [task.merge_folds(o) for o in test_outputs]))
+    return task.finish(pd.concat(frames, ignore_index=True)) if frames else task.empty_scores()
 
 
 def cross_validate(
-    spec: ModelSpec,
-    branch_sequences: dict[str, Sequences],
-    clips: pd.DataFrame,
-    classes: list[str],
-    params: TrainParams,
+    spec: ModelSpec, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, task: Task, params: TrainParams
 ) -> CrossValidationResult:
-    """``clips`` has clip_id, label, fold, speaker; every clip must be in at least one branch.
+    """``clips`` has clip_id, fold, speaker and the task's targets (label; or targets,
+    duration_s for the continuous task); every clip must be in at least one branch.
 
     Folds train in ``params.workers`` processes at once: these models are too small for
     intra-op threads to pay off, so one thread per fold and folds side by side use the cores.
     """
-    class_index = {c: i for i, c in enumerate(classes)}
     clips = clips.reset_index(drop=True)
-    branch_sequences = _speaker_standardized(branch_sequences, clips, params)
-    labels = clips["label"].map(class_index).to_numpy()
-    folds = clips["fold"].to_numpy()
-    if len(spec.branches) == 1 and spec.fusion is None and is_pooled_head(spec.branches[0].head):
-        return _cross_validate_pooled(spec, branch_sequences[spec.branches[0].name], clips, labels, classes, params)
-    inputs = PaddedInputs(branch_sequences, clips["clip_id"].tolist())
-    jobs = [FoldJob(spec, inputs, train, predicted, labels, params, params.seed * 1000 + fold) for fold, train, predicted in fold_rows(folds)]
-    return _assemble(clips, folds, _map_folds(_run_fold, jobs, params.workers), classes)
-
-
-def fold_rows(folds: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(fold, training rows, rows to predict) per fold. Test clips (fold -1) never train
-    and are predicted by every fold's model, after that fold's own held-out clips."""
-    test = np.flatnonzero(folds < 0)
-    return [
-        (int(fold), np.flatnonzero((folds != fold) & (folds >= 0)), np.concatenate([np.flatnonzero(folds == fold), test]))
-        for fold in sorted(np.unique(folds[folds >= 0]))
-    ]
-
-
-def _score_frame(clips: pd.DataFrame, rows: np.ndarray, fold: int, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame(probabilities, columns=probability_columns(classes))
-    frame.insert(0, "label", clips["label"].to_numpy()[rows])
-    frame.insert(0, "fold", fold)
-    frame.insert(0, "clip_id", clips["clip_id"].to_numpy()[rows])
-    return frame
-
-
-def _assemble(clips: pd.DataFrame, folds: np.ndarray, outcomes: list, classes: list[str]) -> CrossValidationResult:
-    """Out-of-fold score rows, plus test rows (fold -1) averaged over the fold models."""
-    rows, states, curves = [], [], []
-    test = np.flatnonzero(folds < 0)
-    test_sum = np.zeros((len(test), len(classes)))
-    for (fold, _, predicted), (state, curve, probabilities) in zip(fold_rows(folds), outcomes):
-        held_out = len(predicted) - len(test)
-        rows.append(_score_frame(clips, predicted[:held_out], fold, probabilities[:held_out], classes))
-        test_sum += probabilities[held_out:]
-        states.append(state)
-        curves.extend({"fold": fold, **point} for point in curve)
-    if len(test):
-        rows.append(_score_frame(clips, test, -1, test_sum / max(len(outcomes), 1), classes))
-    scores = pd.concat(rows, ignore_index=True).sort_values("clip_id").reset_index(drop=True)
-    return CrossValidationResult(scores, states, pd.DataFrame(curves, columns=["fold", "epoch", "train_loss", "val_loss"]))
-
-
-@dataclass(frozen=True)
-class PooledFoldJob:
-    head: PooledHead
-    x: np.ndarray
-    labels: np.ndarray
-    groups: np.ndarray
-    train_rows: np.ndarray
-    predict_rows: np.ndarray
-    num_classes: int
-    seed: int
-
-
-def _run_pooled_fold(job: PooledFoldJob) -> tuple[PooledHead, list[dict], np.ndarray]:
-    train = job.train_rows
-    head = copy.deepcopy(job.head).fit(job.x[train], job.labels[train], job.groups[train], job.num_classes, job.seed)
-    return head, [], head.predict_proba(job.x[job.predict_rows])
-
-
-def _cross_validate_pooled(
-    spec: ModelSpec, sequences: Sequences, clips: pd.DataFrame, labels: np.ndarray, classes: list[str], params: TrainParams
-) -> CrossValidationResult:
-    branch = spec.branches[0]
-    head = HEADS.get(branch.head)(branch.input_dim, branch.head_config)
-    x = pooled_matrix(sequences, clips["clip_id"].tolist(), head.statistics)
-    groups = clips["speaker"].astype(str).to_numpy()
-    folds = clips["fold"].to_numpy()
-    jobs = [
-        PooledFoldJob(head, x, labels, groups, train, predicted, len(classes), params.seed * 1000 + fold)
-        for fold, train, predicted in fold_rows(folds)
-    ]
-    return _assemble(clips, folds, _map_folds(_run_pooled_fold, jobs, params.workers), classes)
-
-
-def output_size(params: Params) -> int:
-    return len(params.continuous.dimensions) if params.task == "continuous" else len(params.data.labels)
-
-
-def load_branch(store: FeatureStore, clip_ids: list[str], params: Params) -> Sequences:
-    """A branch's features; the continuous task also needs their timestamps."""
-    return load_sequences(store, clip_ids, with_timestamps=params.task == "continuous")
-
-
-def annotated_clips(manifest: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """The clips a model can learn from: all, or for the continuous task those with a
-    per-frame annotation file (the others are recorded, not fatal)."""
-    if params.task != "continuous":
-        return manifest, []
-    has = manifest["targets"].fillna("").astype(str) != ""
-    missing = [{"clip_id": c, "stage": "train", "reason": "no per-frame annotation (targets) for the continuous task"}
-               for c in manifest.loc[~has, "clip_id"]]
-    return manifest[has], missing
-
-
-def cross_validate_task(spec: ModelSpec, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, params: Params) -> CrossValidationResult:
-    if params.task == "continuous":
-        from pipeline.continuous import cross_validate_continuous
-
-        branch_sequences = _speaker_standardized(branch_sequences, clips, params.train)
-        return cross_validate_continuous(spec, branch_sequences, clips, params.train, params.continuous)
-    return cross_validate(spec, branch_sequences, clips, params.data.labels, params.train)
+    statistics = {}
+    if params.speaker_standardization:
+        speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
+        statistics = {b: speaker_statistics(s, speakers) for b, s in branch_sequences.items()}
+        branch_sequences = {b: apply_speaker_statistics(s, speakers, statistics[b]) for b, s in branch_sequences.items()}
+    data = task.prepare(branch_sequences, clips, params, dims={b.name: b.input_dim for b in spec.branches})
+    models = fold_models(spec, params, task)
+    models.prepare(data)
+    jobs = [FoldJob(fold, train, predicted, params.seed * 1000 + fold) for fold, train, predicted in fold_rows(clips["fold"].to_numpy())]
+    outcomes = map_folds(lambda job: models.run(data, job), jobs, params.workers)
+    curves = [{"fold": job.fold, **point} for job, outcome in zip(jobs, outcomes) for point in outcome.curve]
+    return CrossValidationResult(
+        assemble(task, data, jobs, [o.outputs for o in outcomes]),
+        [o.state for o in outcomes],
+        pd.DataFrame(curves, columns=CURVE_COLUMNS),
+        [job.fold for job in jobs],
+        statistics,
+        list(models.statistics) if isinstance(models, PooledFolds) else [],
+    )

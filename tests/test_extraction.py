@@ -69,3 +69,74 @@ def test_extractor_entries_record_provenance_and_run_in_a_process_pool(tmp_path,
     assert entry.arrays["data"].shape[1] == 40
     assert entry.attrs["extractor"] == "logmel"
     assert entry.attrs["config_hash"] == FeatureStore(out.root).attrs("c0")["config_hash"]
+
+
+def truncated_copy(source, target, fraction: float):
+    """``source`` remuxed with its index at the start (faststart), cut to ``fraction`` of its bytes:
+    the header still declares the whole duration, the payload holds only its start."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(target) + ".full.mp4", "w", options={"movflags": "faststart"}) as out:
+        streams = {stream.index: out.add_stream_from_template(stream) for stream in src.streams}
+        for packet in src.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    data = open(str(target) + ".full.mp4", "rb").read()
+    with open(target, "wb") as handle:
+        handle.write(data[: int(len(data) * fraction)])
+    return target
+
+
+def test_a_partial_decode_gets_a_failures_row_with_both_durations_and_its_features_are_kept(tmp_path, clip_factory):
+    full = clip_factory("full.mp4", seconds=3.0, size=256, frame=face_frame)
+    cut = truncated_copy(full, tmp_path / "cut.mp4", 0.5)
+    jobs = [ClipJob("full", str(full), 3.0), ClipJob("cut", str(cut), 3.0)]
+    faces = FeatureStore(tmp_path / "faces")
+    _, failures = fill_store(faces, jobs, face_processor(faces.root, {"v": 1}), {"v": 1}, "faces", min_decoded_fraction=0.9)
+    assert faces.clip_ids() == ["cut", "full"]  # the cut clip's frames are kept
+    assert 0 < len(faces.read("cut").timestamps) < len(faces.read("full").timestamps) == 15
+    [row] = failures
+    assert row["clip_id"] == "cut" and row["stage"] == "faces"
+    decoded = float(faces.attrs("cut")["decoded_s"])
+    assert decoded < 1.5 and f"partial decode: {decoded:.2f} s decoded of the 3.00 s the file declares" in row["reason"]
+    assert abs(float(faces.attrs("full")["decoded_s"]) - 3.0) < 0.25
+
+    audio = FeatureStore(tmp_path / "audio")
+    _, failures = fill_store(audio, jobs, AudioClipProcessor(str(audio.root), {"sr": 16000}, 16000), {"sr": 16000}, "audio",
+                             min_decoded_fraction=0.9)
+    assert audio.clip_ids() == ["cut", "full"]
+    assert [(f["clip_id"], "of the 3.00 s the file declares" in f["reason"]) for f in failures] == [("cut", True)]
+    # The row comes from the entry, so a run that redoes nothing reports it again.
+    again, failures_again = fill_store(audio, jobs, AudioClipProcessor(str(audio.root), {"sr": 16000}, 16000), {"sr": 16000},
+                                       "audio", min_decoded_fraction=0.9)
+    assert again == [] and failures_again == failures
+
+
+def test_a_full_disk_stops_the_stage_with_what_to_do_and_keeps_what_was_written(tmp_path, clip_factory, monkeypatch):
+    import errno
+
+    import pytest
+
+    from pipeline.extraction import StageFailed
+
+    jobs = [ClipJob(f"c{i}", str(clip_factory(f"c{i}.mp4", seconds=0.5))) for i in range(4)]
+    store = FeatureStore(tmp_path / "audio")
+    real_write = FeatureStore.write
+    written = []
+
+    def fill_up(self, clip_id, *args, **kwargs):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(clip_id)
+        return real_write(self, clip_id, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureStore, "write", fill_up)
+    with pytest.raises(StageFailed, match="audio: no space left on the device holding .*run the stage again"):
+        fill_store(store, jobs, AudioClipProcessor(str(store.root), {}, 16000), {}, "audio")
+    monkeypatch.undo()
+    assert sorted(p.stem for p in store.entries_dir.glob("*.h5")) == written == ["c0", "c1"]
+    redone, failures = fill_store(store, jobs, AudioClipProcessor(str(store.root), {}, 16000), {}, "audio")
+    assert sorted(r.clip_id for r in redone) == ["c2", "c3"] and failures == []  # the first two were kept
+    assert store.clip_ids() == ["c0", "c1", "c2", "c3"]

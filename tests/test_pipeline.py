@@ -30,7 +30,7 @@ def metrics(project) -> dict:
 
 def test_repro_runs_every_stage_and_writes_reports(project, metrics):
     ran = stages_run((project / "repro.log").read_text())
-    assert EXTRACTION_STAGES | {"train@face", "train@voice", "train@prosody", "fusion", "late_fusion", "evaluate"} <= ran
+    assert EXTRACTION_STAGES | {"validate_params", "train@face", "train@voice", "train@prosody", "fusion", "late_fusion", "evaluate"} <= ran
     for name in ["face", "voice", "prosody", "fusion_concat", "late_fusion"]:
         assert {"accuracy", "uar", "macro_f1"} <= set(metrics[name])
     assert (project / "reports/report.md").read_text().startswith("# Evaluation report")
@@ -69,14 +69,16 @@ def test_bad_clips_are_reported_and_the_rest_processed(project, metrics):
 
 def test_fusion_experiment_reuses_every_cached_feature(project):
     output = run(["dvc", "exp", "run", "-S", "fusion=fbp"], project)
-    assert stages_run(output) == {"fusion", "late_fusion", "evaluate"}, output[-3000:]
+    # validate_params checks every changed params file; its output is unchanged, so the
+    # manifest and everything after it but the fusion are skipped.
+    assert stages_run(output) == {"validate_params", "fusion", "late_fusion", "evaluate"}, output[-3000:]
     models = json.loads((project / "reports/metrics.json").read_text())["models"]
     assert "fusion_fbp" in models and models["fusion_fbp"]["uar"] > 2 / 7
 
 
 def test_sequence_fusion_experiment_trains_on_cached_features(project):
     output = run(["dvc", "exp", "run", "-S", "fusion=leader_follower", "-S", "late_fusion.method=stacking"], project)
-    assert stages_run(output) == {"fusion", "late_fusion", "evaluate"}, output[-3000:]
+    assert stages_run(output) == {"validate_params", "fusion", "late_fusion", "evaluate"}, output[-3000:]
     models = json.loads((project / "reports/metrics.json").read_text())["models"]
     assert models["fusion_leader_follower"]["uar"] > 2 / 7
     weights = json.loads((project / "models/late_fusion/weights.json").read_text())

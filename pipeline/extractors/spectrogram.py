@@ -1,9 +1,8 @@
-"""Spectrogram extractors over the decoded 16 kHz mono audio."""
+"""Spectrogram extractors over the decoded 16 kHz mono audio (librosa is imported when one runs)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 
 from pipeline.extractors import EXTRACTORS, Extractor, Features
@@ -32,6 +31,8 @@ class LogMel(Extractor):
         fmax: float = 8000.0
 
     def extract(self, entry: Entry) -> Features:
+        import librosa
+
         samples, sample_rate, win, hop = framing(entry, self.config.win_ms, self.config.hop_ms)
         power = librosa.feature.melspectrogram(
             y=samples,
@@ -64,6 +65,8 @@ class LinearSpectrogram(Extractor):
         fmax: float = 4000.0
 
     def extract(self, entry: Entry) -> Features:
+        import librosa
+
         samples, sample_rate, win, hop = framing(entry, self.config.win_ms, self.config.hop_ms)
         magnitude = np.abs(librosa.stft(samples, n_fft=max(self.config.n_fft, win), hop_length=hop, win_length=win, center=True))
         frequencies = librosa.fft_frequencies(sr=sample_rate, n_fft=max(self.config.n_fft, win))

@@ -1,37 +1,21 @@
 """Frozen torchvision image backbones (ResNet-50, VGG-16) over the aligned RGB face crops,
-with weights the user supplies: ImageNet from torch's cache, or e.g. VGGFace2 checkpoints."""
+with weights the user supplies: ImageNet from torch's cache, or e.g. VGGFace2 checkpoints.
+torch and torchvision are imported only when a model is built or run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from pipeline.extractors import EXTRACTORS, Extractor, Features
-from pipeline.extractors.checkpoints import load_backbone_weights, locate_checkpoint
-from pipeline.extractors.mini_xception import file_sha256
-from pipeline.store import Entry
+from pipeline.extractors import EXTRACTORS
+from pipeline.extractors.frame_model import FrameModel
+from pipeline.extractors.weights import TORCHVISION, LocatedWeights, locate_weights
 
 Architecture = Literal["resnet50", "vgg16"]
 
 ARCHITECTURES = ("resnet50", "vgg16")
-
-
-def standard_weights(arch: str) -> tuple:
-    """torchvision's ImageNet weights, newest first: their file names are what
-    torchvision.models.*(weights=...) leaves in torch's hub cache. (torchvision is imported
-    here, not at module level: every stage that validates params imports this registry.)"""
-    import torchvision
-
-    return {
-        "resnet50": (torchvision.models.ResNet50_Weights.IMAGENET1K_V2, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
-        "vgg16": (torchvision.models.VGG16_Weights.IMAGENET1K_V1,),
-    }[arch]
 
 # The checkpoint's classifier is not loaded (VGGFace2 models have 8631 identities, ImageNet
 # 1000 classes); features are the penultimate layer.
@@ -43,9 +27,10 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)
 
 
-def build_backbone(arch: str) -> tuple[nn.Module, int]:
+def build_backbone(arch: str) -> tuple[Any, int]:
     """(torchvision model whose forward returns penultimate-layer features, feature size)."""
     import torchvision
+    from torch import nn
 
     if arch == "resnet50":
         model = torchvision.models.resnet50(weights=None)
@@ -60,8 +45,11 @@ def build_backbone(arch: str) -> tuple[nn.Module, int]:
     return model, dim
 
 
-def normalize(rgb_uint8: Tensor, size: int, normalization: str) -> Tensor:
-    """[N,H,W,3] uint8 RGB -> [N,3,size,size] float, normalised as the weights expect."""
+def normalize(rgb_uint8, size: int, normalization: str):
+    """[N,H,W,3] uint8 RGB tensor -> [N,3,size,size] float, normalised as the weights expect."""
+    import torch
+    import torch.nn.functional as F
+
     x = rgb_uint8.permute(0, 3, 1, 2).float()
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
@@ -75,7 +63,7 @@ def normalize(rgb_uint8: Tensor, size: int, normalization: str) -> Tensor:
 
 
 @EXTRACTORS.register("torchvision_backbone")
-class TorchvisionBackbone(Extractor):
+class TorchvisionBackbone(FrameModel):
     """Penultimate-layer features of ResNet-50 (2048-d) or VGG-16 (4096-d, the VGG-Face
     architecture) per sampled frame, from the aligned RGB crop resized to ``input_size``."""
 
@@ -98,36 +86,31 @@ class TorchvisionBackbone(Extractor):
         """The datasets to read for these options (asked before the model is built)."""
         return (options.get("crop", cls.Config.crop), "mask", "timestamps")
 
-    def __init__(self, config: Config, device: str = "cpu", batch_size: int = 64) -> None:
-        super().__init__(config, device, batch_size)
-        self.input_keys = self.input_keys_for({"crop": config.crop})
-        self.checkpoint = locate_checkpoint(
-            config.checkpoint, (w.url for w in standard_weights(config.arch)), f"torchvision_backbone {config.arch}"
-        )
-        self.model, self.dim = build_backbone(config.arch)
-        load_backbone_weights(self.model, self.checkpoint, CLASSIFIER_PREFIXES[config.arch])
-        self.model.eval().to(device)
+    @classmethod
+    def locate_weights(cls, config: Config) -> LocatedWeights:
+        if config.arch not in TORCHVISION:
+            raise ValueError(f"unknown backbone {config.arch!r}; available: {list(ARCHITECTURES)}")
+        return locate_weights(TORCHVISION[config.arch], config.checkpoint, f"torchvision_backbone {config.arch}")
 
-    @cached_property
-    def weights_sha256(self) -> str:
-        return file_sha256(self.checkpoint)
+    @classmethod
+    def weights_origin_for(cls, config: Config) -> str:
+        return cls.locate_weights(config).origin(f"user checkpoint for torchvision {config.arch}")
 
     @property
-    def weights_origin(self) -> str:
-        standard = {Path(w.url).name: w for w in standard_weights(self.config.arch)}
-        known = standard.get(self.checkpoint.name)
-        source = f"torchvision {self.config.arch} {known.name} ({known.url})" if known else f"user checkpoint for torchvision {self.config.arch}"
-        return f"{source}; loaded from {self.checkpoint}"
+    def checkpoint(self) -> Path:
+        return self.located.path
 
-    @torch.inference_mode()
-    def extract(self, entry: Entry) -> Features:
-        crops, mask = entry.arrays[self.config.crop], entry.arrays["mask"].astype(bool)
-        output = np.zeros((len(crops), self.dim), np.float32)
-        visible = np.flatnonzero(mask)
-        for start in range(0, len(visible), self.batch_size):
-            rows = visible[start : start + self.batch_size]
-            batch = normalize(torch.from_numpy(crops[rows]).to(self.device), self.config.input_size, self.config.normalization)
-            with torch.autocast("cuda", enabled=self.device.startswith("cuda")):
-                features = self.model(batch)
-            output[rows] = features.float().cpu().numpy()
-        return Features(output, entry.arrays["timestamps"], mask.astype(np.uint8))
+    def crop_key(self) -> str:
+        return self.config.crop
+
+    def build_model(self, path: Path) -> tuple[Any, int]:
+        from pipeline.extractors.checkpoints import load_backbone_weights
+
+        model, dim = build_backbone(self.config.arch)
+        load_backbone_weights(model, path, CLASSIFIER_PREFIXES[self.config.arch])
+        return model, dim
+
+    def preprocess(self, crops: np.ndarray) -> Any:
+        import torch
+
+        return normalize(torch.from_numpy(crops).to(self.device), self.config.input_size, self.config.normalization)

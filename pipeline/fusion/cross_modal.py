@@ -3,7 +3,7 @@
 A clip-level fusion (concat, fbp) takes one [B, E_i] embedding per modality and returns
 [B, out_dim]; a sequence fusion (cross_attention, leader_follower) takes each modality's
 per-step sequence and mask. A missing modality arrives as a learned "absent" embedding (or
-a one-step sequence of it; see :class:`pipeline.models.MultiBranchClassifier`), so every
+a one-step sequence of it; see :class:`pipeline.models.MultiBranchModel`), so every
 fusion predicts clips with one side missing.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from pipeline.heads import AttentionPool
+from pipeline.layers import AttentionPool
 from pipeline.registry import Registry
 
 

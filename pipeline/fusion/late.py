@@ -1,50 +1,49 @@
-"""Score-matrix late fusion (MSFF): combine the members' class probabilities.
+"""Score-matrix late fusion (MSFF): combine the members' scores, for any task.
 
-``weighted``: a weighted average, weights searched on a simplex grid to maximise unweighted
-average recall. ``stacking``: a multinomial logistic regression on the members' log
-probabilities. ``mean``: equal weights. For the reported out-of-fold result, whatever is
-fit for fold k is fit on the other folds' out-of-fold scores only, so no clip's own label
-ever chooses how it is fused. A clip that a member could not score (e.g. no audio) is fused
+Methods are a registry (``late_fusion.method``): ``weighted``, a weighted average with weights
+searched on a simplex grid for the task's objective (classification: UAR, then the
+log-likelihood; continuous: mean CCC); ``stacking``, a multinomial logistic regression on the
+members' log probabilities (class scores only); ``mean``, equal weights. For the reported
+out-of-fold result, whatever is fit for fold k is fit on the other folds' out-of-fold scores
+only, so no clip's own label ever chooses how it is fused; test clips (fold -1) are fused with
+what all labelled folds taught. A clip that a member could not score (e.g. no audio) is fused
 from the members that did (weights renormalised; for stacking, the member's input is the
 uniform distribution plus an "absent" indicator).
+
+The fit is saved as ``checkpoint.json`` (plain JSON: weights, or the stacker's coefficients,
+per fold and on all folds); :func:`load_late_fusion` gives a :class:`TrainedLateFusion` whose
+``combine`` fuses new member scores (e.g. :meth:`pipeline.checkpoint.TrainedMember.predict`
+outputs). Adding a method: a :class:`LateFusionMethod` subclass decorated with
+``@LATE_FUSIONS.register("name")``.
 """
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import concordance, confusion_matrix, probability_columns, unweighted_average_recall
+from pipeline.registry import Registry
+from pipeline.sklearn_state import logistic_regression
+from pipeline.tasks import Task, task_from_description
+
+FORMAT = "aver.late_fusion"
+VERSION = 1
 
 
-def align_members(members: dict[str, pd.DataFrame], classes: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Stack member probabilities on the union of clips: (clips, probs [M, N, C], present [M, N])."""
-    columns = probability_columns(classes)
-    clips = (
-        pd.concat([scores[["clip_id", "fold", "label"]] for scores in members.values()])
-        .drop_duplicates("clip_id")
-        .sort_values("clip_id")
-        .reset_index(drop=True)
-    )
-    probabilities = np.zeros((len(members), len(clips), len(classes)))
-    present = np.zeros((len(members), len(clips)), bool)
-    for m, scores in enumerate(members.values()):
-        rows = clips["clip_id"].map({c: i for i, c in enumerate(scores["clip_id"])})
-        has = rows.notna().to_numpy()
-        probabilities[m, has] = scores[columns].to_numpy()[rows[has].astype(int)]
-        present[m, has] = True
-    return clips, probabilities, present
-
-
-def combine(probabilities: np.ndarray, present: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def combine(values: np.ndarray, present: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted average of the members' scores ([M, N, K]) over the members present at each row."""
     effective = weights[:, None] * present  # [M, N]
     total = effective.sum(0)
     # Where every member with weight is absent, fall back to an equal vote of those present.
     fallback = total <= 0
     effective[:, fallback] = present[:, fallback]
     total = effective.sum(0).clip(min=1e-12)
-    return np.einsum("mn,mnc->nc", effective, probabilities) / total[:, None]
+    return np.einsum("mn,mnc->nc", effective, values) / total[:, None]
 
 
 def simplex_grid(members: int, step: float) -> np.ndarray:
@@ -59,20 +58,6 @@ def simplex_grid(members: int, step: float) -> np.ndarray:
     return np.array(sorted(grid), dtype=float) / ticks
 
 
-def fit_weights(probabilities: np.ndarray, present: np.ndarray, labels: np.ndarray, step: float) -> np.ndarray:
-    """Weights maximising UAR; ties broken by log-likelihood, then by the more even weighting."""
-    num_classes = probabilities.shape[2]
-    best, best_key = None, None
-    for weights in simplex_grid(len(probabilities), step):
-        fused = combine(probabilities, present, weights)
-        uar = unweighted_average_recall(confusion_matrix(labels, fused.argmax(1), num_classes))
-        log_likelihood = np.log(fused[np.arange(len(labels)), labels] + 1e-9).mean()
-        key = (round(uar, 9), round(log_likelihood, 9), -np.abs(weights - 1 / len(weights)).sum())
-        if best_key is None or key > best_key:
-            best, best_key = weights, key
-    return best
-
-
 def stacking_inputs(probabilities: np.ndarray, present: np.ndarray) -> np.ndarray:
     """[N, M * (C + 1)]: each member's log probabilities (uniform where absent) and its absence."""
     members, _, classes = probabilities.shape
@@ -81,109 +66,164 @@ def stacking_inputs(probabilities: np.ndarray, present: np.ndarray) -> np.ndarra
     return np.concatenate([np.concatenate([logs[m], ~present[m, :, None]], axis=1) for m in range(members)], axis=1)
 
 
-def fit_stacking(probabilities: np.ndarray, present: np.ndarray, labels: np.ndarray, seed: int = 0):
-    from sklearn.linear_model import LogisticRegression
+class LateFusionMethod:
+    """``fit`` returns a JSON-able state; ``apply`` fuses with it; ``weights`` is each
+    member's share, for the report."""
 
-    return LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=seed).fit(
-        stacking_inputs(probabilities, present), labels
-    )
+    registry_name: ClassVar[str]
+    class_scores: ClassVar[bool] = False  # needs class probabilities, not per-step values
+
+    def __init__(self, grid_step: float = 0.1, seed: int = 0) -> None:
+        self.grid_step, self.seed = grid_step, seed
+
+    def fit(self, task: Task, values: np.ndarray, present: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def apply(self, state: dict[str, Any], values: np.ndarray, present: np.ndarray) -> np.ndarray:
+        return combine(values, present, np.asarray(state["weights"], float))
+
+    def weights(self, state: dict[str, Any], names: list[str], outputs: int) -> dict[str, float]:
+        return dict(zip(names, map(float, state["weights"])))
 
 
-def stacked(model, probabilities: np.ndarray, present: np.ndarray, num_classes: int) -> np.ndarray:
-    fused = np.zeros((probabilities.shape[1], num_classes))
-    fused[:, model.classes_] = model.predict_proba(stacking_inputs(probabilities, present))
-    return fused
+LATE_FUSIONS: Registry[type[LateFusionMethod]] = Registry("late-fusion method")
 
 
-def stacking_weights(model, names: list[str], num_classes: int) -> dict[str, float]:
-    """A member's share of the stacker's absolute coefficients: what the report shows as its weight."""
-    magnitude = np.abs(model.coef_).reshape(len(model.coef_), len(names), num_classes + 1).sum(axis=(0, 2))
-    return dict(zip(names, map(float, magnitude / max(magnitude.sum(), 1e-12))))
+@LATE_FUSIONS.register("weighted")
+class WeightedAverage(LateFusionMethod):
+    """Weights on the simplex grid maximising the task's objective; ties go to the more even weighting."""
+
+    def fit(self, task, values, present, targets):
+        best, best_key = None, None
+        for weights in simplex_grid(len(values), self.grid_step):
+            key = (*task.objective(combine(values, present, weights), targets), -np.abs(weights - 1 / len(weights)).sum())
+            if best_key is None or key > best_key:
+                best, best_key = weights, key
+        return {"weights": [float(w) for w in best]}
 
 
-def late_fusion(
-    members: dict[str, pd.DataFrame], classes: list[str], method: str, step: float
-) -> tuple[pd.DataFrame, dict[str, float], dict[int, dict[str, float]]]:
-    """Returns (fused out-of-fold scores, weights fit on all folds, weights used per fold)."""
-    clips, probabilities, present = align_members(members, classes)
-    labels = clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    folds = clips["fold"].to_numpy()
-    names = list(members)
-    fused = np.zeros((len(clips), len(classes)))
-    per_fold = {}
-    if method == "stacking":
-        for fold in np.unique(folds):
-            # Test clips (fold -1) are fused with what the labelled folds taught, never fit on.
-            train, test = (folds != fold) & (folds >= 0), folds == fold
-            model = fit_stacking(probabilities[:, train], present[:, train], labels[train])
-            fused[test] = stacked(model, probabilities[:, test], present[:, test], len(classes))
-            per_fold[int(fold)] = stacking_weights(model, names, len(classes))
-        labelled = folds >= 0
-        overall = stacking_weights(fit_stacking(probabilities[:, labelled], present[:, labelled], labels[labelled]), names, len(classes))
-        scores = clips.copy()
-        scores[probability_columns(classes)] = fused
-        return scores, overall, per_fold
+@LATE_FUSIONS.register("mean")
+class MeanFusion(LateFusionMethod):
+    def fit(self, task, values, present, targets):
+        return {"weights": [1 / len(values)] * len(values)}
+
+
+def _logistic(state: dict[str, Any]):
+    return logistic_regression(np.asarray(state["coef"], float), np.asarray(state["intercept"], float), np.asarray(state["classes"]))
+
+
+@LATE_FUSIONS.register("stacking")
+class Stacking(LateFusionMethod):
+    """Multinomial logistic regression (class-balanced) on the members' log probabilities."""
+
+    class_scores = True
+
+    def fit(self, task, values, present, targets):
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=self.seed)
+        model.fit(stacking_inputs(values, present), targets)
+        return {"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "classes": model.classes_.tolist()}
+
+    def apply(self, state, values, present):
+        model = _logistic(state)
+        fused = np.zeros((values.shape[1], values.shape[2]))
+        fused[:, model.classes_] = model.predict_proba(stacking_inputs(values, present))
+        return fused
+
+    def weights(self, state, names, outputs):
+        """A member's share of the stacker's absolute coefficients."""
+        coef = np.asarray(state["coef"])
+        magnitude = np.abs(coef).reshape(len(coef), len(names), outputs + 1).sum(axis=(0, 2))
+        return dict(zip(names, map(float, magnitude / max(magnitude.sum(), 1e-12))))
+
+
+@dataclass
+class LateFusionResult:
+    scores: pd.DataFrame                      # fused out-of-fold (and test) scores
+    weights: dict[str, float]                 # fit on all labelled folds
+    per_fold: dict[int, dict[str, float]]     # used for each fold's reported scores
+    checkpoint: dict[str, Any]
+
+    def save(self, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.scores.to_parquet(out_dir / "scores.parquet", index=False)
+        method = self.checkpoint["method"]
+        (out_dir / "weights.json").write_text(json.dumps({"method": method, "weights": self.weights, "per_fold": self.per_fold}, indent=2))
+        (out_dir / "checkpoint.json").write_text(json.dumps(self.checkpoint, indent=1))
+
+
+def late_fusion(members: dict[str, pd.DataFrame], task: Task, method: str, step: float,
+                member_checkpoints: dict[str, str] | None = None) -> LateFusionResult:
+    """Fuse the members' score matrices (name -> scores) with ``method``."""
+    fuser = LATE_FUSIONS.get(method)(step)
+    aligned = task.align(members)
+    folds, names, outputs = aligned.folds, list(members), aligned.values.shape[2]
+    fused = np.zeros((len(aligned.rows), outputs))
+    states, per_fold = {}, {}
     for fold in np.unique(folds):
-        # Test clips (fold -1) are fused with what the labelled folds taught, never fit on.
-        train, test = (folds != fold) & (folds >= 0), folds == fold
-        if method == "mean":
-            weights = np.full(len(names), 1 / len(names))
-        else:
-            weights = fit_weights(probabilities[:, train], present[:, train], labels[train], step)
-        fused[test] = combine(probabilities[:, test], present[:, test], weights)
-        per_fold[int(fold)] = dict(zip(names, map(float, weights)))
-    labelled = folds >= 0
-    overall = (
-        np.full(len(names), 1 / len(names)) if method == "mean"
-        else fit_weights(probabilities[:, labelled], present[:, labelled], labels[labelled], step)
-    )
-    scores = clips.copy()
-    scores[probability_columns(classes)] = fused
-    return scores, dict(zip(names, map(float, overall))), per_fold
+        train, test = (folds != fold) & (folds >= 0) & aligned.scored, folds == fold
+        state = fuser.fit(task, aligned.values[:, train], aligned.present[:, train], aligned.targets[train])
+        fused[test] = fuser.apply(state, aligned.values[:, test], aligned.present[:, test])
+        states[int(fold)], per_fold[int(fold)] = state, fuser.weights(state, names, outputs)
+    labelled = (folds >= 0) & aligned.scored
+    overall = fuser.fit(task, aligned.values[:, labelled], aligned.present[:, labelled], aligned.targets[labelled])
+    checkpoint = {"format": FORMAT, "version": VERSION, "task": task.describe(), "method": method, "grid_step": step,
+                  "members": names, "member_checkpoints": member_checkpoints or {},
+                  "overall": overall, "folds": {str(f): s for f, s in states.items()}}
+    return LateFusionResult(task.fused_frame(aligned, fused), fuser.weights(overall, names, outputs), per_fold, checkpoint)
 
 
-def _mean_ccc(prediction: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([concordance(prediction[:, d], truth[:, d]) for d in range(truth.shape[1])]))
+def fuse_members(params) -> LateFusionResult:
+    """Late fusion of the members named in ``late_fusion.members``, read from their folders."""
+    from pipeline.results import member_dir, read_scores
+    from pipeline.tasks import task_from_params
+
+    config = params.late_fusion
+    members = {name: read_scores(name) for name in config.members}
+    checkpoints = {name: str(member_dir(name) / "model.pt") for name in config.members}
+    return late_fusion(members, task_from_params(params), config.method, config.grid_step, checkpoints)
 
 
-def late_fusion_continuous(
-    members: dict[str, pd.DataFrame], dimensions: list[str], method: str, step: float
-) -> tuple[pd.DataFrame, dict[str, float], dict[int, dict[str, float]]]:
-    """The continuous task's late fusion: a weighted average of the members' per-step
-    predictions, weights searched on the simplex grid for the mean CCC over valid steps (each
-    fold's weights fit on the other labelled folds). Stacking falls back to the weighted
-    search: there are no class scores to stack."""
-    keys = ["clip_id", "time_s"]
-    base = pd.concat([m[keys + ["fold", "valid", *dimensions]] for m in members.values()]).drop_duplicates(keys)
-    base = base.sort_values(keys).reset_index(drop=True)
-    predictions = np.zeros((len(members), len(base), len(dimensions)))
-    present = np.zeros((len(members), len(base)), bool)
-    for m, scores in enumerate(members.values()):
-        merged = base[keys].merge(scores[keys + [f"pred_{d}" for d in dimensions]], on=keys, how="left")
-        has = merged[f"pred_{dimensions[0]}"].notna().to_numpy()
-        predictions[m, has] = merged.loc[has, [f"pred_{d}" for d in dimensions]].to_numpy()
-        present[m, has] = True
-    truth = base[dimensions].to_numpy()
-    valid = base["valid"].astype(bool).to_numpy()
-    folds = base["fold"].to_numpy()
-    names = list(members)
-    grid = simplex_grid(len(names), step) if method != "mean" else np.full((1, len(names)), 1 / len(names))
+@dataclass
+class TrainedLateFusion:
+    path: Path
+    task: Task
+    method: LateFusionMethod
+    members: list[str]
+    member_checkpoints: dict[str, str]
+    overall: dict[str, Any]
+    folds: dict[int, dict[str, Any]]
 
-    def best_weights(rows: np.ndarray) -> np.ndarray:
-        scored = [(_mean_ccc(combine(predictions[:, rows], present[:, rows], w), truth[rows]), -np.abs(w - 1 / len(w)).sum(), i)
-                  for i, w in enumerate(grid)]
-        return grid[max(scored)[2]]
+    def combine(self, member_scores: dict[str, pd.DataFrame], fold: int | None = None) -> pd.DataFrame:
+        """Fuse the members' scores of the same clips (name -> frame with clip_id (time_s for
+        the continuous task) and the task's score columns; a member may be left out, or miss
+        clips). ``fold`` None: the fit on all labelled folds, what new clips get; a fold
+        number: the fit that fold's reported scores used."""
+        unknown = sorted(set(member_scores) - set(self.members))
+        if unknown:
+            raise KeyError(f"{self.path}: {unknown} are not members of this late fusion; members: {self.members}")
+        empty = self.task.empty_scores()
+        frames = {name: member_scores.get(name, empty) for name in self.members}
+        aligned = self.task.align(frames)
+        state = self.overall if fold is None else self.folds[fold]
+        fused = self.method.apply(state, aligned.values, aligned.present)
+        frame = self.task.fused_frame(aligned, fused)
+        keys = [c for c in ("clip_id", "time_s") if c in frame]
+        return frame[keys + self.task.score_columns()]
 
-    fused = np.zeros_like(truth, dtype=float)
-    per_fold = {}
-    for fold in np.unique(folds):
-        weights = best_weights((folds != fold) & (folds >= 0) & valid)
-        rows = folds == fold
-        fused[rows] = combine(predictions[:, rows], present[:, rows], weights)
-        per_fold[int(fold)] = dict(zip(names, map(float, weights)))
-    overall = best_weights((folds >= 0) & valid)
-    scores = base.copy()
-    for d, name in enumerate(dimensions):
-        scores[f"pred_{name}"] = fused[:, d]
-    return scores, dict(zip(names, map(float, overall))), per_fold
 
+def load_late_fusion(path: str | Path) -> TrainedLateFusion:
+    path = Path(path)
+    try:
+        checkpoint = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no late-fusion checkpoint (run the late_fusion stage)") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if checkpoint.get("format") != FORMAT or checkpoint.get("version") != VERSION:
+        raise ValueError(f"{path}: not a version-{VERSION} late-fusion checkpoint")
+    method = LATE_FUSIONS.get(checkpoint["method"])(checkpoint["grid_step"])
+    folds = {int(f): s for f, s in checkpoint["folds"].items()}
+    return TrainedLateFusion(path, task_from_description(checkpoint["task"]), method, checkpoint["members"],
+                             checkpoint["member_checkpoints"], checkpoint["overall"], folds)

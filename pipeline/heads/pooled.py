@@ -4,9 +4,16 @@ Each clip's visible frames are pooled into one vector (their mean, plus standard
 and percentiles when clips have several frames), then a scikit-learn style estimator is fit
 per fold. These are the heads of the paralinguistics literature (a linear SVM on openSMILE
 functionals is the GeMAPS/ComParE reference), registered in the same ``HEADS`` registry as
-the neural heads, so a branch switches with ``head.type: svm``. Hyper-parameters given as a
-list are chosen inside the training part of each fold by a speaker-grouped inner
+the neural heads, so a branch switches with ``head.type: svm``; they are not neural (no
+fusion can hold them) and have no per-step output (no continuous task). Hyper-parameters
+given as a list are chosen inside the training part of each fold by a speaker-grouped inner
 cross-validation: the held-out speakers never influence them.
+
+A fitted head is described by plain arrays and text (``state()``; ``from_state`` rebuilds it):
+the linear SVM by its primal one-vs-one weights, logistic regression by its coefficients,
+the scaler and the probability calibration by their parameters, LightGBM by its model text.
+Predictions are always made from that description, so a head loaded from a checkpoint
+predicts exactly what the trained one did.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import numpy as np
 
 from pipeline.heads import HEADS
 from pipeline.metrics import confusion_matrix, unweighted_average_recall
+from pipeline.sklearn_state import logistic_regression, standard_scaler
 
 STATISTICS = ("mean", "std", "p10", "p50", "p90")
 
@@ -37,19 +45,28 @@ def pool_statistics(frames: np.ndarray, mask: np.ndarray, statistics: list[str])
     return np.concatenate(parts).astype(np.float32)
 
 
-def pooled_matrix(sequences: dict[str, tuple[np.ndarray, np.ndarray]], clip_ids: list[str], statistics: list[str]) -> np.ndarray:
-    """[N, S * D] pooled statistics of the clips. Single-frame features (e.g. openSMILE
+def statistics_used(sequences: dict[str, tuple], clip_ids: list[str], statistics: list[str]) -> list[str]:
+    """The statistics pooled for these clips. Single-frame features (e.g. openSMILE
     functionals) are already clip statistics: only their mean, i.e. the vector itself, is kept."""
     single_frame = all(len(sequences[c][0]) <= 1 for c in clip_ids)
-    used = ["mean"] if single_frame else statistics
-    return np.stack([pool_statistics(*sequences[c], used) for c in clip_ids])
+    return ["mean"] if single_frame else list(statistics)
+
+
+def pooled_matrix(sequences: dict[str, tuple], clip_ids: list[str], statistics: list[str]) -> np.ndarray:
+    """[N, S * D] pooled statistics of the clips (see :func:`statistics_used`)."""
+    used = statistics_used(sequences, clip_ids, statistics)
+    return np.stack([pool_statistics(sequences[c][0], sequences[c][1], used) for c in clip_ids])
 
 
 class PooledHead:
-    """Base of the non-neural heads: ``fit`` on pooled statistics, ``predict_proba``."""
+    """Base of the classical heads: ``fit`` on pooled statistics, ``predict_proba``, and
+    ``state`` / ``from_state`` for checkpoints (arrays, numbers and text only)."""
 
     registry_name: ClassVar[str]
     Config: ClassVar[type]
+    neural: ClassVar[bool] = False
+    per_step: ClassVar[bool] = False
+    raw_input: ClassVar[bool] = False
 
     def __init__(self, input_dim: int, config: Any) -> None:
         self.input_dim = input_dim
@@ -65,6 +82,46 @@ class PooledHead:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """Everything ``predict_proba`` needs, as numpy arrays, numbers and strings."""
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Any]) -> "PooledHead":
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, input_dim: int, config: Any, state: dict[str, Any]) -> "PooledHead":
+        return cls(input_dim, config).load_state(state)
+
+
+def svm_primal_weights(dual_coef: np.ndarray, n_support: np.ndarray, support_vectors: np.ndarray) -> np.ndarray:
+    """[pairs, D] one-vs-one weight vectors of a linear-kernel libsvm model, pairs in libsvm's
+    order (0v1, 0v2, ..., 1v2, ...): its decision values are ``x @ weights.T + intercept``."""
+    classes = dual_coef.shape[0] + 1
+    starts = np.cumsum([0, *n_support])
+    weights = []
+    for first in range(classes):
+        for second in range(first + 1, classes):
+            first_svs, second_svs = slice(starts[first], starts[first + 1]), slice(starts[second], starts[second + 1])
+            weights.append(dual_coef[second - 1, first_svs] @ support_vectors[first_svs] + dual_coef[first, second_svs] @ support_vectors[second_svs])
+    return np.array(weights)
+
+
+def one_vs_rest_decisions(ovo: np.ndarray, classes: int) -> np.ndarray:
+    """libsvm's one-vs-one decision values -> per-class scores: votes plus the summed
+    confidences squashed into (-1/3, 1/3), scikit-learn's tie-breaking transform."""
+    votes = np.zeros((len(ovo), classes))
+    confidence = np.zeros((len(ovo), classes))
+    pair = 0
+    for first in range(classes):
+        for second in range(first + 1, classes):
+            confidence[:, first] += ovo[:, pair]
+            confidence[:, second] -= ovo[:, pair]
+            votes[ovo[:, pair] >= 0, first] += 1
+            votes[ovo[:, pair] < 0, second] += 1
+            pair += 1
+    return votes + confidence / (3 * (np.abs(confidence) + 1))
 
 
 class _GridSearchedLinear(PooledHead):
@@ -85,6 +142,11 @@ class _GridSearchedLinear(PooledHead):
         values = model.decision_function(inputs)
         return np.stack([-values, values], 1) if values.ndim == 1 else values
 
+    def _linear_form(self, model, train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(weights [K, D], intercept [K]) of the refit model's decision function on
+        standardised features."""
+        return model.coef_, model.intercept_
+
     def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int) -> "PooledHead":
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
@@ -92,7 +154,7 @@ class _GridSearchedLinear(PooledHead):
 
         self.num_classes = num_classes
         grid = list(self.config.C)
-        best_c, self.calibration = grid[0], None
+        best_c, calibration = grid[0], None
         unique_groups = np.unique(groups)
         if len(unique_groups) > 1 and len(np.unique(y)) > 1:
             folds = self.config.inner_folds
@@ -112,18 +174,41 @@ class _GridSearchedLinear(PooledHead):
             # Ties go to the smaller C: the more regularised model.
             best_c = max(grid, key=lambda c: (round(scores[c], 9), -c))
             self.chosen = {"C": best_c, "inner_uar": scores}
-            self.calibration = LogisticRegression(max_iter=1000).fit(decisions[best_c], y)
-        self.scaler = StandardScaler().fit(x)
-        self.train_x = self.scaler.transform(x).astype(np.float32)  # kept for the kernel at prediction
-        self.model = self._estimator(best_c, seed).fit(self._inputs(self.train_x, self.train_x), y)
+            calibration = LogisticRegression(max_iter=1000).fit(decisions[best_c], y)
+        scaler = StandardScaler().fit(x)
+        train_x = scaler.transform(x).astype(np.float32)
+        model = self._estimator(best_c, seed).fit(self._inputs(train_x, train_x), y)
+        weights, intercept = self._linear_form(model, train_x)
+        return self.load_state({
+            "num_classes": num_classes, "scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_,
+            "weights": np.asarray(weights, np.float64), "intercept": np.asarray(intercept, np.float64), "classes": model.classes_,
+            **({"calibration_coef": calibration.coef_, "calibration_intercept": calibration.intercept_,
+                "calibration_classes": calibration.classes_} if calibration is not None else {}),
+        })
+
+    def state(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def load_state(self, state: dict[str, Any]) -> "PooledHead":
+        self._state = dict(state)
+        self.num_classes = int(state["num_classes"])
+        self.scaler = standard_scaler(state["scaler_mean"], state["scaler_scale"])
+        self.classes = np.asarray(state["classes"])
+        self.calibration = (logistic_regression(state["calibration_coef"], state["calibration_intercept"], state["calibration_classes"])
+                            if "calibration_coef" in state else None)
         return self
 
+    def decision_values(self, x: np.ndarray) -> np.ndarray:
+        """[N, classes seen in training] decision values of the refit model."""
+        values = self.scaler.transform(x) @ self._state["weights"].T + self._state["intercept"]
+        return np.concatenate([-values, values], 1) if values.shape[1] == 1 else values
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        decisions = self._decisions(self.model, self._inputs(self.scaler.transform(x), self.train_x))
+        decisions = self.decision_values(x)
         if self.calibration is not None:
             seen, calibrated = self.calibration.classes_, self.calibration.predict_proba(decisions)
         else:
-            seen, calibrated = self.model.classes_, np.exp(decisions - decisions.max(1, keepdims=True))
+            seen, calibrated = self.classes, np.exp(decisions - decisions.max(1, keepdims=True))
             calibrated /= calibrated.sum(1, keepdims=True)
         probabilities = np.zeros((len(x), self.num_classes))
         probabilities[:, seen] = calibrated
@@ -151,6 +236,16 @@ class LinearSvmHead(_GridSearchedLinear):
         # The linear kernel as one matrix product: libsvm otherwise recomputes dot products
         # of 6373-dimensional ComParE vectors inside its solver, about 30x slower.
         return x @ reference.T
+
+    def _linear_form(self, model, train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        support_vectors = train_x[model.support_].astype(np.float64)
+        return svm_primal_weights(model.dual_coef_, model.n_support_, support_vectors), model.intercept_
+
+    def decision_values(self, x: np.ndarray) -> np.ndarray:
+        ovo = self.scaler.transform(x) @ self._state["weights"].T + self._state["intercept"]
+        if len(self.classes) == 2:
+            return np.concatenate([-ovo, ovo], 1)
+        return one_vs_rest_decisions(ovo, len(self.classes))
 
 
 @HEADS.register("logreg")
@@ -190,7 +285,6 @@ class LightGbmHead(PooledHead):
     def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int) -> "PooledHead":
         import lightgbm
 
-        self.num_classes = num_classes
         rng = np.random.default_rng(seed)
         unique_groups = rng.permutation(np.unique(groups))
         held_out = np.isin(groups, unique_groups[: max(1, len(unique_groups) // 5)])
@@ -211,12 +305,18 @@ class LightGbmHead(PooledHead):
                                callbacks=[lightgbm.early_stopping(self.config.early_stopping_rounds, verbose=False)])
         rounds = max(1, probe.best_iteration)
         self.chosen = {"rounds": rounds}
-        self.model = lightgbm.train(settings, lightgbm.Dataset(x, y, weight=class_weight[y]), rounds)
+        model = lightgbm.train(settings, lightgbm.Dataset(x, y, weight=class_weight[y]), rounds)
+        return self.load_state({"num_classes": num_classes, "model": model.model_to_string()})
+
+    def state(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "model": self.model_text}
+
+    def load_state(self, state: dict[str, Any]) -> "PooledHead":
+        import lightgbm
+
+        self.num_classes, self.model_text = int(state["num_classes"]), str(state["model"])
+        self.model = lightgbm.Booster(model_str=self.model_text)
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self.model.predict(x)
-
-
-def is_pooled_head(head_type: str) -> bool:
-    return issubclass(HEADS.get(head_type), PooledHead)

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pipeline.heads import HEADS, AttentionPool, TemporalHead, blstm_over_visible
+from pipeline.heads import HEADS
+from pipeline.heads.neural import TemporalHead
+from pipeline.layers import AttentionPool, blstm_over_visible
 
 
 def vgg_block(in_channels: int, out_channels: int) -> nn.Sequential:

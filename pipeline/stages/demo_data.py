@@ -9,7 +9,7 @@ OUTPUT = Path("data/demo")
 
 
 def main() -> None:
-    params = load_params()
+    params = load_params(check_components=False)
     start = time.perf_counter()
     labels = generate(OUTPUT, params.demo)
     print(f"demo_data: {len(labels)} clips in {OUTPUT} ({time.perf_counter() - start:.1f} s)")

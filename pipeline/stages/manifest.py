@@ -7,23 +7,25 @@ import pandas as pd
 from pipeline.config import load_params
 from pipeline.datasets.manifest import CLIPS, build_manifest
 from pipeline.store import FAILURE_COLUMNS
+from pipeline.store.files import write_parquet
 
 MANIFEST = Path("data/manifest.parquet")
 FAILURES = Path("data/manifest_failures.csv")
 
 
 def main() -> None:
-    params = load_params()
+    params = load_params(check_components=False)
     manifest, failures, counts = build_manifest(params.data)
     MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_parquet(MANIFEST, index=False)
+    write_parquet(manifest, MANIFEST)
     # Extraction reads the clips without folds or labels, so that a new fold assignment, test
     # split or label map re-runs training but never extraction.
-    manifest.drop(columns=["fold", "split", "label", "targets"]).to_parquet(CLIPS, index=False)
+    write_parquet(manifest.drop(columns=["fold", "split", "label", "targets"]), CLIPS)
     pd.DataFrame(failures, columns=FAILURE_COLUMNS).to_csv(FAILURES, index=False)
     print(f"manifest: {json.dumps(counts)}; speakers={manifest['speaker'].nunique()} folds={manifest['fold'].nunique()}")
+    kept = set(manifest["clip_id"])
     for failure in failures:
-        print(f"  left out {failure['clip_id']}: {failure['reason']}")
+        print(f"  {'kept' if failure['clip_id'] in kept else 'left out'} {failure['clip_id']}: {failure['reason']}")
 
 
 if __name__ == "__main__":

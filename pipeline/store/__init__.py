@@ -2,36 +2,54 @@
 
 A store is a directory with one HDF5 file per clip under ``entries/`` plus ``index.parquet``.
 One file per clip makes every write independent (any worker, any machine) and lets a
-re-run extract only the clips whose entry is missing or was made with another config.
-Each file is written under a temporary name and renamed, so an interrupted stage never
-leaves a half-written entry behind. ``failures.csv`` keeps the clips that could not be
-processed, with the reason.
+re-run extract only the clips whose entry is missing or stale. Every entry records its
+lineage (see :mod:`pipeline.store.lineage`): its key, what it was made from and why it was
+(re)made, and its outcome note (e.g. "no face detected"), so the index, the failures table
+and any re-run's report can be rebuilt from the entries alone.
+
+Every file (entries, index, ``failures.csv``) is written under a temporary name and renamed
+(:mod:`pipeline.store.files`), so a kill or a full disk never leaves a half-written one; an
+index or failures file that cannot be read anyway (written by an older version, damaged by
+hand) is rebuilt from the entries with a warning.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
 import re
-import uuid
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import h5py
 import numpy as np
 import pandas as pd
 
-INDEX_COLUMNS = ["clip_id", "file", "num_frames", "config_hash"]
+from pipeline.store.files import atomic_write, read_parquet, remove_abandoned, write_parquet, write_text_if_changed
+from pipeline.store.lineage import config_hash  # noqa: F401  (re-exported: the store's hash of a config)
+
+# Per entry: where it is, its length, its lineage (key ... made_because), which stage made it,
+# its outcome note, the duration its media decoded to (faces and audio entries) and a JSON
+# summary of per-clip figures (e.g. the faces detection report's).
+INDEX_COLUMNS = [
+    "clip_id", "file", "num_frames",
+    "key", "config_hash", "version", "source_kind", "source_key", "made_because",
+    "stage", "note", "decoded_s", "summary",
+]
+_LINEAGE_ATTRS = ("key", "config_hash", "version", "source_kind", "source_key", "made_because", "stage", "note")
 # h5py filter of each image_compression setting.
 IMAGE_COMPRESSIONS = {"none": None, "lzf": "lzf", "gzip": "gzip"}
 FAILURE_COLUMNS = ["clip_id", "stage", "reason"]
+# The store's own failures file adds the kind of each row and, for a clip whose processing
+# failed (it has no entry), the lineage it failed with, so an unchanged clip is not retried.
+OUTCOME_KINDS = ("known", "failed", "note", "partial")
+STORE_FAILURE_COLUMNS = FAILURE_COLUMNS + ["outcome", "lineage"]
 
 
-def config_hash(config: Any) -> str:
-    """Stable short hash of a JSON-serialisable config."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+class StoreRepairWarning(UserWarning):
+    """A store file could not be read and was rebuilt from the entries."""
 
 
 def entry_file_name(clip_id: str) -> str:
@@ -67,12 +85,42 @@ class Entry:
         return self.arrays["mask"]
 
 
+def _h5py():
+    """h5py, imported on first use: a stage whose index answers for every entry never opens
+    one, and does not pay for the import."""
+    import h5py
+
+    return h5py
+
+
+def _row(clip_id: str, file: str, handle) -> dict[str, Any]:
+    """The index row of an open entry."""
+    attrs = handle.attrs
+    row = {"clip_id": clip_id, "file": file, "num_frames": int(handle["timestamps"].shape[0]) if "timestamps" in handle else 0}
+    for name in _LINEAGE_ATTRS:
+        value = attrs.get(name, "")
+        row[name] = value.item() if isinstance(value, np.generic) else value
+    row["version"] = int(row["version"]) if row["version"] != "" else -1
+    decoded = attrs.get("decoded_s")
+    row["decoded_s"] = float(decoded) if decoded is not None else math.nan
+    row["summary"] = str(attrs.get("summary", ""))
+    return row
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN included (a missing decoded duration)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
 class FeatureStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.entries_dir = self.root / "entries"
         self.index_path = self.root / "index.parquet"
         self.failures_path = self.root / "failures.csv"
+        self._index_cache: tuple[tuple[int, int, int], pd.DataFrame] | None = None
 
     # -- writing -------------------------------------------------------------------------
     def write(
@@ -82,11 +130,9 @@ class FeatureStore:
         ``image_compression`` (none, lzf, gzip) applies to uint8 image stacks."""
         if image_compression not in IMAGE_COMPRESSIONS:
             raise ValueError(f"image_compression must be one of {sorted(IMAGE_COMPRESSIONS)}, got {image_compression!r}")
-        self.entries_dir.mkdir(parents=True, exist_ok=True)
-        final = self.entries_dir / entry_file_name(clip_id)
-        temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with h5py.File(temporary, "w") as handle:
+
+        def write_entry(temporary: Path) -> None:
+            with _h5py().File(temporary, "w") as handle:
                 handle.attrs["clip_id"] = clip_id
                 for key, value in attrs.items():
                     handle.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
@@ -102,17 +148,17 @@ class FeatureStore:
                         compression=compression,
                         chunks=(1, *array.shape[1:]) if compression else None,
                     )
-            os.replace(temporary, final)
-        finally:
-            temporary.unlink(missing_ok=True)
-        return final
+
+        return atomic_write(self.entries_dir / entry_file_name(clip_id), write_entry)
 
     def write_index(self, clip_ids: Iterable[str]) -> pd.DataFrame:
         """Index the entries of ``clip_ids`` that exist; entries of other clips are deleted,
         so clips removed from the dataset also leave the store. An entry not written since
-        the previous index keeps its row, so an incremental run opens only the new entries."""
+        the previous index keeps its row, so an incremental run opens only the new entries.
+        Temporary files whose writer is gone are removed; those of a live writer stay. The
+        index is rewritten only when a row changed."""
         wanted = {entry_file_name(clip_id): clip_id for clip_id in clip_ids}
-        previous, indexed_at = self._previous_index()
+        previous, indexed_at, readable = self._previous_index()
         rows = []
         for path in sorted(self.entries_dir.glob("*.h5")) if self.entries_dir.exists() else []:
             clip_id = wanted.get(path.name)
@@ -120,59 +166,147 @@ class FeatureStore:
                 path.unlink()
                 continue
             row = previous.get(clip_id)
-            if row is None or row[1] != path.name or not written_before(path, indexed_at):
-                with h5py.File(path, "r") as handle:
-                    num_frames = int(handle["timestamps"].shape[0]) if "timestamps" in handle else 0
-                    row = (clip_id, path.name, num_frames, str(handle.attrs.get("config_hash", "")))
+            if row is None or row["file"] != path.name or not written_before(path, indexed_at):
+                with _h5py().File(path, "r") as handle:
+                    row = _row(clip_id, path.name, handle)
             rows.append(row)
-        for stale in self.entries_dir.glob(".*.tmp") if self.entries_dir.exists() else []:
-            stale.unlink()
+        remove_abandoned(self.entries_dir)
         index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
-        self.root.mkdir(parents=True, exist_ok=True)
-        index.to_parquet(self.index_path, index=False)
+        unchanged = readable and len(previous) == len(rows) and all(
+            clip_id in previous and all(_same(previous[clip_id][column], value) for column, value in row.items())
+            for row in rows
+            for clip_id in [row["clip_id"]]
+        )
+        if not unchanged:
+            write_parquet(index, self.index_path)
         return index
 
-    def up_to_date(self, clip_ids: Iterable[str], digest: str) -> set[str]:
-        """The clips whose entry was made with config ``digest``. The index answers for the
-        entries not written since it was; only the others (new clips, or entries written by a
-        run that stopped before indexing) are opened, so a large store costs one table read."""
-        previous, indexed_at = self._previous_index()
-        current = set()
-        for clip_id in clip_ids:
-            path = self.path_of(clip_id)
-            row = previous.get(clip_id)
-            if row is not None and written_before(path, indexed_at):
-                known = row[3]
-            else:
-                known = (self.attrs(clip_id) or {}).get("config_hash")
-            if known == digest:
-                current.add(clip_id)
-        return current
-
-    def _previous_index(self) -> tuple[dict[str, tuple], int]:
-        """The index's rows by clip id, and when it was written (ns; 0 if there is none)."""
-        if not self.index_path.exists():
-            return {}, 0
-        index = self.index()[INDEX_COLUMNS]
-        return {row[0]: row for row in index.itertuples(index=False, name=None)}, self.index_path.stat().st_mtime_ns
-
     def write_failures(self, failures: list[dict[str, str]]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(failures, columns=FAILURE_COLUMNS).to_csv(self.failures_path, index=False)
+        """The failures table (FAILURE_COLUMNS, plus ``outcome`` and ``lineage`` where known);
+        rewritten only when it changed."""
+        table = pd.DataFrame(failures, columns=STORE_FAILURE_COLUMNS).fillna("")
+        write_text_if_changed(self.failures_path, table.to_csv(index=False))
 
     # -- reading -------------------------------------------------------------------------
     def index(self) -> pd.DataFrame:
         if not self.index_path.exists():
             raise FileNotFoundError(f"{self.index_path}: feature store index missing (run the stage that writes it)")
-        return pd.read_parquet(self.index_path)
+        table = self._read_index()
+        return table if table is not None else self._rebuilt_index()
+
+    def _read_index(self) -> pd.DataFrame | None:
+        """The index as written, or None (with a warning) if it cannot be read. A stage reads
+        it several times (skip check, indexing, report): the table is kept while the file is
+        the same one."""
+        try:
+            stat = self.index_path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if self._index_cache is not None and self._index_cache[0] == stamp:
+                return self._index_cache[1].copy()
+            table = read_parquet(self.index_path)
+            self._index_cache = (stamp, table)
+            return table.copy()
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # ArrowInvalid, OSError, ...: whatever a damaged file raises
+            warnings.warn(
+                f"{self.index_path}: cannot be read ({type(error).__name__}: {error}); rebuilt from the entries in {self.entries_dir}",
+                StoreRepairWarning,
+                stacklevel=3,
+            )
+            return None
+
+    def _rebuilt_index(self) -> pd.DataFrame:
+        """Every readable entry's row (an entry that cannot be opened is left out)."""
+        rows = []
+        for path in sorted(self.entries_dir.glob("*.h5")) if self.entries_dir.exists() else []:
+            try:
+                with _h5py().File(path, "r") as handle:
+                    rows.append(_row(str(handle.attrs.get("clip_id", path.stem)), path.name, handle))
+            except OSError:
+                continue
+        return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+    def _previous_index(self) -> tuple[dict[str, dict], int, bool]:
+        """The index's rows by clip id, when they were read from the entries (ns: the index's
+        mtime; 0 if there is none, or it predates some column, so that no row of it is trusted),
+        and whether the file itself is a current, readable index."""
+        if not self.index_path.exists():
+            return {}, 0, False
+        table = self._read_index()
+        if table is None:
+            started = time.time_ns()
+            return {row["clip_id"]: row for row in self._rebuilt_index().to_dict("records")}, started, False
+        if any(column not in table.columns for column in INDEX_COLUMNS):
+            return {}, 0, False
+        rows = {row["clip_id"]: row for row in table[INDEX_COLUMNS].to_dict("records")}
+        return rows, self.index_path.stat().st_mtime_ns, True
+
+    def entry_rows(self, clip_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The index row (INDEX_COLUMNS) of each of ``clip_ids`` that has an entry. The index
+        answers for the entries not written since it was; only the others (new clips, or
+        entries written by a run that stopped before indexing) are opened, so a large store
+        costs one table read."""
+        previous, indexed_at, _ = self._previous_index()
+        rows = {}
+        for clip_id in clip_ids:
+            path = self.path_of(clip_id)
+            row = previous.get(clip_id)
+            if row is not None and written_before(path, indexed_at):
+                rows[clip_id] = row
+                continue
+            try:
+                with _h5py().File(path, "r") as handle:
+                    rows[clip_id] = _row(clip_id, path.name, handle)
+            except (FileNotFoundError, OSError):
+                continue  # no entry, or one that cannot be read: made again
+        return rows
+
+    def keys(self, clip_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """The lineage key of each indexed entry (of ``clip_ids``, or all): what an entry derived
+        from it records as its source."""
+        index = self.index()
+        keys = dict(zip(index["clip_id"], index["key"] if "key" in index.columns else [""] * len(index)))
+        return keys if clip_ids is None else {clip_id: keys[clip_id] for clip_id in clip_ids if clip_id in keys}
 
     def clip_ids(self) -> list[str]:
         return self.index()["clip_id"].tolist()
 
     def failures(self) -> pd.DataFrame:
+        """The failures table (at least FAILURE_COLUMNS); one that cannot be read is rebuilt,
+        with a warning, from the notes the indexed entries keep."""
         if not self.failures_path.exists():
-            return pd.DataFrame(columns=FAILURE_COLUMNS)
-        return pd.read_csv(self.failures_path, dtype=str, keep_default_na=False)
+            return pd.DataFrame(columns=STORE_FAILURE_COLUMNS)
+        try:
+            table = pd.read_csv(self.failures_path, dtype=str, keep_default_na=False)
+            missing = [column for column in FAILURE_COLUMNS if column not in table.columns]
+            if missing:
+                raise ValueError(f"columns {missing} missing")
+        except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as error:  # EmptyDataError is a ValueError
+            warnings.warn(
+                f"{self.failures_path}: cannot be read ({type(error).__name__}: {error}); rebuilt from the entries' notes",
+                StoreRepairWarning,
+                stacklevel=2,
+            )
+            table = self._notes()
+        for column in STORE_FAILURE_COLUMNS:
+            if column not in table.columns:
+                table[column] = ""
+        return table
+
+    def _notes(self) -> pd.DataFrame:
+        """Failure rows of the indexed entries that carry an outcome note."""
+        try:
+            index = self.index()
+        except FileNotFoundError:
+            return pd.DataFrame(columns=STORE_FAILURE_COLUMNS)
+        if "note" not in index.columns:
+            return pd.DataFrame(columns=STORE_FAILURE_COLUMNS)
+        noted = index[index["note"].astype(str) != ""]
+        return pd.DataFrame(
+            {"clip_id": noted["clip_id"], "stage": noted["stage"], "reason": noted["note"], "outcome": "note", "lineage": ""},
+            columns=STORE_FAILURE_COLUMNS,
+        ).reset_index(drop=True)
 
     def path_of(self, clip_id: str) -> Path:
         return self.entries_dir / entry_file_name(clip_id)
@@ -183,7 +317,7 @@ class FeatureStore:
         if not path.exists():
             return None
         try:
-            with h5py.File(path, "r") as handle:
+            with _h5py().File(path, "r") as handle:
                 return dict(handle.attrs)
         except OSError:
             return None
@@ -191,7 +325,7 @@ class FeatureStore:
     def read(self, clip_id: str, keys: Iterable[str] | None = None) -> Entry:
         path = self.path_of(clip_id)
         try:
-            with h5py.File(path, "r") as handle:
+            with _h5py().File(path, "r") as handle:
                 names = list(handle.keys()) if keys is None else list(keys)
                 missing = [name for name in names if name not in handle]
                 if missing:

@@ -40,11 +40,26 @@ def test_repository_params_load_into_typed_objects():
         (lambda p: p["extractors"]["logmel"].update(input="faces"), r"extractors\.logmel\.input: logmel reads 'audio'"),
         (lambda p: p["late_fusion"].update(members=["face", "lips"]), r"late_fusion\.members: 'lips'"),
         (lambda p: p["demo"].update(identities="six"), r"demo\.identities: expected int"),
+        # An unknown name is reported at the key that holds it, not at its options.
+        (lambda p: p["extractors"].update(bad={"type": "nosuch", "input": "faces"}),
+         r"extractors\.bad\.type: unknown extractor 'nosuch'; available: \["),
+        (lambda p: p["branches"]["face"]["head"].update(type="nosuch"), r"branches\.face\.head\.type: unknown head 'nosuch'"),
+        (lambda p: p.update(fusion="nosuch"), r"params\.yaml: fusion: unknown fusion 'nosuch'"),
+        (lambda p: p["data"].update(dataset="nosuch"), r"data\.dataset: unknown dataset 'nosuch'"),
+        # The option blocks of fusions not in use are checked too.
+        (lambda p: p["cross_modal"]["options"]["fbp"].update(factros=4), r"cross_modal\.options\.fbp: unknown key\(s\) \['factros'\]"),
+        (lambda p: p["cross_modal"]["options"].update(fpb={}), r"cross_modal\.options\.fpb: unknown fusion 'fpb'"),
+        (lambda p: p["data"].update(labels=["happy"]), r"data\.labels: a classification experiment needs at least two classes, got \['happy'\]"),
     ],
 )
 def test_bad_params_are_rejected_naming_the_key(tmp_path, mutate, message):
     with pytest.raises(ParamsError, match=message):
         load_params(write(tmp_path, mutate))
+
+
+def test_the_continuous_task_needs_no_class_labels(tmp_path):
+    params = load_params(write(tmp_path, lambda p: (p.update(task="continuous"), p["data"].update(labels=[]))))
+    assert params.task == "continuous" and params.data.labels == []
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

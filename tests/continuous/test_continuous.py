@@ -3,12 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import ContinuousParams, TrainParams
-from pipeline.continuous import (
-    ccc_centering, ccc_loss, cross_validate_continuous, resample, targets_on_grid, time_grid,
-)
+from pipeline.config import TrainParams
 from pipeline.datasets import read_frame_targets
-from pipeline.evaluation import continuous_report
+from pipeline.tasks.continuous import ContinuousTask, ccc_centering, ccc_loss, continuous_report, resample, targets_on_grid, time_grid
+from pipeline.training import cross_validate
 from pipeline.metrics import concordance
 from pipeline.models import ModelSpec, branch_spec
 
@@ -101,7 +99,8 @@ def test_continuous_cross_validation_learns_and_merges_test_predictions(tmp_path
     clips, sequences = synthetic_clips(tmp_path)
     spec = ModelSpec([branch_spec("face", "tcn", {"channels": 16, "levels": 2, "pool": 1, "dropout": 0.0}, 3)], 2)
     params = TrainParams(epochs=40, patience=10, batch_size=8, lr=0.01, workers=1, validation_fraction=0.2)
-    result = cross_validate_continuous(spec, {"face": sequences}, clips, params, ContinuousParams(rate=5.0, window=10, hop=5))
+    task = ContinuousTask(ContinuousTask.Config(["valence", "arousal"], rate=5.0, window=10, hop=5))
+    result = cross_validate(spec, {"face": sequences}, clips, task, params)
     scores = result.scores
     assert set(scores["clip_id"]) == set(clips["clip_id"])
     assert (scores.groupby("clip_id").size() == 30).all()

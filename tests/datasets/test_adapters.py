@@ -105,18 +105,18 @@ def test_emodb_mead_folders_and_csv(tree):
 
 
 def test_label_map_drops_with_count_or_names_unmapped_files(tree):
-    root = tree("Actor_01/01-01-02-01-01-01-01.mp4", "Actor_02/01-01-03-01-01-01-02.mp4", "Actor_03/01-01-03-01-01-01-03.mp4")
-    base = dict(dataset="ravdess", root=str(root), labels=["happy"])
+    root = tree("Actor_01/01-01-02-01-01-01-01.mp4", "Actor_02/01-01-03-01-01-01-02.mp4", "Actor_03/01-01-05-01-01-01-03.mp4")
+    base = dict(dataset="ravdess", root=str(root), labels=["happy", "angry"])
     with pytest.raises(DatasetError, match=r"01-01-02-01-01-01-01\.mp4 \(calm\)"):
         build_manifest(DataParams(**base))
     manifest, _, counts = build_manifest(DataParams(**base, label_map={"calm": ""}))
-    assert manifest["clip_id"].tolist() == ["01-01-03-01-01-01-02", "01-01-03-01-01-01-03"]
+    assert manifest["clip_id"].tolist() == ["01-01-03-01-01-01-02", "01-01-05-01-01-01-03"]
     assert counts["dropped_by_label_map"] == 1
 
 
 def test_single_speaker_corpus_needs_clip_grouping(tree):
-    root = tree("Actor_01/01-01-03-01-01-01-01.mp4", "Actor_01/01-01-03-02-01-01-01.mp4")
-    base = dict(dataset="ravdess", root=str(root), labels=["happy"])
+    root = tree("Actor_01/01-01-03-01-01-01-01.mp4", "Actor_01/01-01-05-02-01-01-01.mp4")
+    base = dict(dataset="ravdess", root=str(root), labels=["happy", "angry"])
     with pytest.raises(DatasetError, match="data.group_by: clip"):
         build_manifest(DataParams(**base))
     manifest, _, _ = build_manifest(DataParams(**base, group_by="clip"))

@@ -3,6 +3,9 @@ only once they are ready, and a helper that dies loses only the clip it held."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -73,3 +76,42 @@ def test_a_helper_that_dies_loses_only_its_clip_and_errors_are_reported():
     assert all(results[job] == os.getpid() for job in jobs if job >= 0 and job not in died)
     for broken in (-2, -1):
         assert isinstance(results[broken], JobError) and f"clip {broken} is broken" in results[broken].reason
+
+
+HELPER_SCRIPT = """
+import os, sys, time
+from pipeline.executors import SharedWorkExecutor
+
+
+def slow(job):
+    time.sleep(0.3)
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    for job, pid in SharedWorkExecutor(2).map(slow, list(range(200)), desc="t"):
+        if pid != os.getpid():
+            print("helper", pid, flush=True)
+"""
+
+
+def test_helpers_exit_when_the_stage_process_is_killed(tmp_path):
+    # kill -9 of the stage process leaves its helper (and multiprocessing's resource tracker)
+    # without a parent: they must go too, not wait on their inbox forever.
+    import psutil
+
+    script = tmp_path / "stage.py"
+    script.write_text(HELPER_SCRIPT)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    stage = subprocess.Popen([sys.executable, str(script)], cwd=repo, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": repo})
+    try:
+        line = stage.stdout.readline()  # a helper has started and finished a clip
+        assert line.startswith("helper"), line
+        children = psutil.Process(stage.pid).children(recursive=True)
+        assert len(children) >= 2  # the helper and the resource tracker
+    finally:
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from pipeline.extractors import EXTRACTORS
-from pipeline.extractors.facex_mobilenet import (
+from pipeline.extractors.facex_mobilenet import facex_weights_path
+from pipeline.extractors.facex_net import (
     EMBEDDING_DIM,
     FACEX_CLASSES,
     FacexMobileNetV2,
     TfliteConv,
-    facex_weights_path,
     preprocess_gray_for_facex,
 )
 from pipeline.extractors.mini_xception import file_sha256

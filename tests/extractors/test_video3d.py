@@ -11,13 +11,8 @@ import torchvision
 
 from pipeline.extractors import EXTRACTORS
 from pipeline.extractors.mini_xception import MiniXception, file_sha256, load_keras_weights, preprocess_gray64
-from pipeline.extractors.video3d import (
-    KINETICS_MEAN,
-    KINETICS_STD,
-    InflatedMiniXception,
-    make_windows,
-    nearest_visible,
-)
+from pipeline.extractors.inflated import InflatedMiniXception
+from pipeline.extractors.video3d import KINETICS_MEAN, KINETICS_STD, make_windows, nearest_visible
 from pipeline.store import Entry
 
 Video3D = EXTRACTORS.get("video3d")

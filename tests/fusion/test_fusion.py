@@ -3,7 +3,7 @@ import torch
 
 from pipeline.fusion.cross_modal import FUSIONS
 from pipeline.heads import HEADS
-from pipeline.models import BranchSpec, MultiBranchClassifier
+from pipeline.models import BranchSpec, MultiBranchModel
 
 
 def fusion(name, dims=(5, 7), **options):
@@ -47,7 +47,7 @@ def test_clip_with_a_missing_modality_is_still_predicted(name):
         BranchSpec("face", 6, "attention", HEADS.get("attention").Config()),
         BranchSpec("voice", 4, "stats", HEADS.get("stats").Config()),
     ]
-    model = MultiBranchClassifier(specs, 3, name, FUSIONS.get(name).Config()).eval()
+    model = MultiBranchModel(specs, 3, name, FUSIONS.get(name).Config()).eval()
     face = (torch.randn(2, 5, 6), torch.ones(2, 5, dtype=torch.bool))
     voice_mask = torch.tensor([[True] * 8, [False] * 8])  # clip 1 has no audio
     logits = model({"face": face, "voice": (torch.randn(2, 8, 4), voice_mask)})
@@ -95,7 +95,7 @@ def test_leader_follower_reads_followers_through_attention_over_the_leader_steps
 def test_sequence_fusion_runs_on_every_head_with_a_missing_modality(name, head):
     torch.manual_seed(0)
     specs = [BranchSpec("face", 6, head, HEADS.get(head).Config()), BranchSpec("voice", 4, "tcn", HEADS.get("tcn").Config())]
-    model = MultiBranchClassifier(specs, 3, name, FUSIONS.get(name).Config()).eval()
+    model = MultiBranchModel(specs, 3, name, FUSIONS.get(name).Config()).eval()
     face = (torch.randn(2, 5, 6), torch.ones(2, 5, dtype=torch.bool))
     voice_mask = torch.tensor([[True] * 8, [False] * 8])
     logits = model({"face": face, "voice": (torch.randn(2, 8, 4), voice_mask)})

@@ -2,9 +2,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.fusion.late import combine, fit_weights, late_fusion, simplex_grid
+from pipeline.fusion.late import LATE_FUSIONS, combine, late_fusion, simplex_grid
+from pipeline.tasks.classification import ClassificationTask
 
 CLASSES = ["a", "b"]
+TASK = ClassificationTask(ClassificationTask.Config(CLASSES))
+
+
+def fuse(members, method):
+    result = late_fusion(members, TASK, method, 0.1)
+    return result.scores, result.weights, result.per_fold
 
 
 def member(prob_a, labels, folds, clip_ids=None):
@@ -30,7 +37,7 @@ def test_weights_prefer_the_informative_member():
     labels = np.array([0, 1] * 10)
     good = np.stack([np.where(labels == 0, 0.8, 0.2), np.where(labels == 0, 0.2, 0.8)], -1)
     noise = np.random.default_rng(0).dirichlet([1, 1], size=20)
-    weights = fit_weights(np.stack([good, noise]), np.ones((2, 20), bool), labels, 0.1)
+    weights = LATE_FUSIONS.get("weighted")(0.1).fit(TASK, np.stack([good, noise]), np.ones((2, 20), bool), labels)["weights"]
     assert weights[0] > weights[1]
 
 
@@ -48,9 +55,7 @@ def test_fold_weights_are_fit_without_the_test_fold():
     truth = np.array([1.0, 0.0] * 6)
     x = np.where(np.array(folds) < 2, truth * 0.8 + 0.1, 0.9 - truth * 0.8)
     y = np.where(np.array(folds) < 2, 0.55 - truth * 0.1, truth * 0.8 + 0.1)
-    scores, overall, per_fold = late_fusion(
-        {"x": member(x, labels, folds), "y": member(y, labels, folds)}, CLASSES, "weighted", 0.1
-    )
+    scores, overall, per_fold = fuse({"x": member(x, labels, folds), "y": member(y, labels, folds)}, "weighted")
     assert per_fold[2]["x"] > per_fold[2]["y"]
     assert scores["clip_id"].tolist() == sorted(scores["clip_id"])
     np.testing.assert_allclose(scores[["p_a", "p_b"]].sum(1), 1)
@@ -61,7 +66,7 @@ def test_clip_scored_by_one_member_only_is_kept():
     labels, folds = ["a", "b", "a", "b"], [0, 0, 1, 1]
     full = member([0.9, 0.1, 0.8, 0.3], labels, folds)
     partial = member([0.6, 0.4, 0.7], labels[:3], folds[:3], ["c0", "c1", "c2"])
-    scores, _, _ = late_fusion({"full": full, "partial": partial}, CLASSES, "mean", 0.1)
+    scores, _, _ = fuse({"full": full, "partial": partial}, "mean")
     assert len(scores) == 4
     assert scores.loc[scores["clip_id"] == "c3", "p_a"].item() == pytest.approx(0.3)
 
@@ -74,14 +79,14 @@ def test_stacking_is_fit_without_the_test_fold_and_learns_which_member_to_trust(
     informative = np.clip(np.where(labels_index == 0, 0.75, 0.25) + rng.normal(0, 0.1, 120), 0.01, 0.99)
     noise = rng.uniform(0.01, 0.99, 120)
     members = {"good": member(informative, labels, folds), "noise": member(noise, labels, folds)}
-    scores, overall, per_fold = late_fusion(members, CLASSES, "stacking", 0.1)
+    scores, overall, per_fold = fuse(members, "stacking")
     predicted = np.where(scores["p_a"] > 0.5, "a", "b")
     assert (predicted == scores["label"]).mean() >= 0.85
     assert overall["good"] > overall["noise"] and all(w["good"] > w["noise"] for w in per_fold.values())
     # Fold 0's stacker never saw fold 0: flipping fold 0's labels leaves its fused scores unchanged.
     flipped = {name: frame.assign(label=[("b" if l == "a" else "a") if f == 0 else l for l, f in zip(frame["label"], frame["fold"])])
                for name, frame in members.items()}
-    again, _, _ = late_fusion(flipped, CLASSES, "stacking", 0.1)
+    again, _, _ = fuse(flipped, "stacking")
     fold0 = scores["fold"] == 0
     np.testing.assert_allclose(again.loc[fold0, "p_a"], scores.loc[fold0, "p_a"])
 

@@ -15,6 +15,7 @@ from pipeline.heads import HEADS
 from pipeline.heads.finetune import FinetuneMiniXception
 from pipeline.models import ModelSpec, branch_spec
 from pipeline.store import Entry
+from pipeline.tasks.classification import ClassificationTask
 from pipeline.training import cross_validate, parameter_groups
 
 
@@ -85,7 +86,7 @@ def test_unfrozen_batchnorm_trains_only_when_asked():
 
 def test_backbone_gets_its_own_learning_rate_and_the_model_skips_standardisation():
     spec = branch_spec("face", "finetune_mini_xception", {"backbone_lr_scale": 0.1}, 4096)
-    model = ModelSpec([spec], num_classes=3).build()
+    model = ModelSpec([spec], outputs=3).build()
     groups = parameter_groups(model, 0.01)
     cnn = {id(p) for p in model.heads["face"].cnn.parameters()}
     assert [g["lr"] for g in groups] == [0.01, pytest.approx(0.001)]
@@ -117,6 +118,6 @@ def test_cross_validation_runs_with_unfreezing_on_the_cpu(face_entry):
         rows.append({"clip_id": f"c{i}", "label": "a" if i % 2 else "b", "fold": i % 2, "speaker": str(i % 2)})
     spec = branch_spec("face", "finetune_mini_xception", {"unfreeze_from_epoch": 1, "unfreeze_every": 1, "trainable_blocks": 2}, 4096)
     params = TrainParams(epochs=3, patience=5, batch_size=4, workers=1)
-    result = cross_validate(ModelSpec([spec], 2), {"face": sequences}, pd.DataFrame(rows), ["a", "b"], params)
+    result = cross_validate(ModelSpec([spec], 2), {"face": sequences}, pd.DataFrame(rows), ClassificationTask(ClassificationTask.Config(["a", "b"])), params)
     assert len(result.scores) == 8 and np.isfinite(result.scores[["p_a", "p_b"]].to_numpy()).all()
     assert len(result.fold_states) == 2 and any(k.startswith("heads.face.cnn.") for k in result.fold_states[0])

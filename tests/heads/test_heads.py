@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from pipeline.heads import HEADS, masked_mean_std
-from pipeline.heads.pooled import is_pooled_head
+from pipeline.heads import HEADS, capabilities
+from pipeline.layers import masked_mean_std
 
 
 # Heads on raw inputs of a fixed shape (the fine-tuned CNN on 64x64 pixels) have their own
 # tests in test_finetune.py; the non-neural pooled heads theirs in test_pooled.py.
-GENERIC_HEADS = [n for n in HEADS.names() if not getattr(HEADS.get(n), "raw_input", False) and not is_pooled_head(n)]
+GENERIC_HEADS = [n for n in HEADS.names() if capabilities(n).neural and not capabilities(n).raw_input]
 
 
 def build(name, input_dim=6, **options):
@@ -49,6 +49,20 @@ def test_masked_frames_do_not_change_the_embedding(name):
 
 
 @pytest.mark.parametrize("name", GENERIC_HEADS)
+def test_a_clip_encodes_the_same_alone_and_padded_beside_a_longer_one(name):
+    # What a clip scores must not depend on the clips it is batched with.
+    torch.manual_seed(0)
+    head = build(name).eval()
+    short, long = torch.randn(1, 70, 6), torch.randn(1, 200, 6)
+    batch = torch.zeros(2, 200, 6)
+    batch[0, :70], batch[1] = short[0], long[0]
+    mask = torch.zeros(2, 200, dtype=torch.bool)
+    mask[0, :70], mask[1] = True, True
+    with torch.no_grad():
+        torch.testing.assert_close(head(batch, mask)[0], head(short, torch.ones(1, 70, dtype=torch.bool))[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", GENERIC_HEADS)
 def test_all_masked_clip_is_finite(name):
     head = build(name).eval()
     out = head(torch.randn(2, 5, 6), torch.tensor([[False] * 5, [True] * 5]))
@@ -77,7 +91,7 @@ def test_tcn_receptive_field_follows_config():
 
 
 def test_masked_average_pool_ignores_masked_frames():
-    from pipeline.heads import masked_average_pool
+    from pipeline.layers import masked_average_pool
 
     x = torch.tensor([[[1.0], [3.0], [50.0], [5.0], [7.0]]])
     mask = torch.tensor([[True, True, False, True, False]])

@@ -6,6 +6,7 @@ from pipeline.config import TrainParams
 from pipeline.heads import HEADS
 from pipeline.heads.pooled import pool_statistics, pooled_matrix
 from pipeline.models import ModelSpec, branch_spec
+from pipeline.tasks.classification import ClassificationTask
 from pipeline.training import cross_validate
 
 
@@ -55,7 +56,11 @@ def test_svm_kernel_trick_matches_a_plain_linear_svm():
     head = build("svm", x.shape[1], C=[0.01]).fit(x[:100], y[:100], groups[:100], 3, seed=0)
     reference = SVC(kernel="linear", C=0.01, class_weight="balanced").fit(StandardScaler().fit(x[:100]).transform(x[:100]), y[:100])
     scaled_test = StandardScaler().fit(x[:100]).transform(x[100:])
-    np.testing.assert_array_equal(head.model.predict(scaled_test @ head.train_x.T.astype(np.float64)), reference.predict(scaled_test))
+    # The head predicts from the primal weights of its Gram-matrix SVM: the same decision
+    # values as a plain linear SVM (up to its float32 support vectors), hence the same labels.
+    decisions = head.decision_values(x[100:])
+    np.testing.assert_allclose(decisions, reference.decision_function(scaled_test), atol=1e-3)
+    np.testing.assert_array_equal(decisions.argmax(1), reference.predict(scaled_test))
 
 
 @pytest.mark.parametrize("name", ["svm", "logreg", "lightgbm"])
@@ -91,7 +96,7 @@ def test_cross_validation_with_a_pooled_head_scores_every_clip_once():
     folds = {g: i for i, g in enumerate(sorted(set(groups)))}
     clips = pd.DataFrame({"clip_id": clip_ids, "label": [classes[i] for i in y], "speaker": groups, "fold": [folds[g] for g in groups]})
     spec = ModelSpec([branch_spec("prosody", "svm", {"C": [0.01]}, x.shape[1])], 3)
-    result = cross_validate(spec, {"prosody": sequences}, clips, classes, TrainParams(workers=1))
+    result = cross_validate(spec, {"prosody": sequences}, clips, ClassificationTask(ClassificationTask.Config(classes)), TrainParams(workers=1))
     assert sorted(result.scores["clip_id"]) == clip_ids
     assert len(result.fold_states) == len(folds)
     predicted = result.scores[["p_a", "p_b", "p_c"]].to_numpy().argmax(1)

@@ -1,10 +1,18 @@
 import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
-from pipeline.store import FeatureStore, config_hash, entry_file_name
+from pipeline.store import FeatureStore, StoreRepairWarning, config_hash, entry_file_name
+from pipeline.store.files import FOREIGN_TEMPORARY_AGE_S, abandoned, temporary_path
 
 
 def arrays(frames=5):
@@ -112,7 +120,7 @@ def test_an_incremental_index_opens_only_entries_written_since_the_last_one(tmp_
     assert index.set_index("clip_id")["config_hash"].to_dict() == {"a": "h", "b": "h2", "c": "h2"}
 
 
-def test_up_to_date_trusts_the_index_only_for_entries_not_written_since(tmp_path):
+def test_entry_rows_trust_the_index_only_for_entries_not_written_since(tmp_path):
     store = FeatureStore(tmp_path / "s")
     for clip in ["a", "b", "r"]:
         store.write(clip, arrays(4), {"config_hash": "h"})
@@ -126,4 +134,91 @@ def test_up_to_date_trusts_the_index_only_for_entries_not_written_since(tmp_path
     for clip in ["r", "c", "d"]:
         _set_mtime(store.path_of(clip), indexed_at + 10**9)
     store.path_of("b").unlink()  # indexed, but the file is gone
-    assert store.up_to_date(["a", "b", "c", "d", "e", "r"], "h") == {"a", "c"}
+    rows = store.entry_rows(["a", "b", "c", "d", "e", "r"])
+    assert {clip: row["config_hash"] for clip, row in rows.items()} == {"a": "h", "c": "h", "d": "old", "r": "other"}
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_write_index_removes_only_temporary_files_whose_writer_is_gone(tmp_path):
+    store = FeatureStore(tmp_path / "s")
+    store.write("a", arrays(), {})
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+    live = store.entries_dir / f".b.h5.{os.getpid()}@{host}.aaaa.tmp"  # another writer, still at work
+    dead = store.entries_dir / f".c.h5.{_dead_pid()}@{host}.bbbb.tmp"  # its writer was killed
+    foreign_recent = store.entries_dir / f".d.h5.123@otherhost.cccc.tmp"  # another machine, still changing
+    foreign_old = store.entries_dir / f".e.h5.123@otherhost.dddd.tmp"
+    unnamed_old = store.entries_dir / ".f.h5.0123abcd.tmp"  # an older version's name: age only
+    for path in (live, dead, foreign_recent, foreign_old, unnamed_old):
+        path.write_bytes(b"partial")
+    for path in (foreign_old, unnamed_old):
+        stale = time.time() - 2 * FOREIGN_TEMPORARY_AGE_S
+        os.utime(path, (stale, stale))
+    store.write_index(["a", "b", "c", "d", "e", "f"])
+    assert sorted(p.name for p in store.entries_dir.glob(".*.tmp")) == sorted([live.name, foreign_recent.name])
+    assert store.clip_ids() == ["a"]
+
+
+def test_a_temporary_name_says_which_process_writes_it(tmp_path):
+    path = temporary_path(tmp_path / "a.h5")
+    assert path.name.startswith(f".a.h5.{os.getpid()}@") and path.name.endswith(".tmp")
+    assert not abandoned(path)
+
+
+def test_an_unreadable_index_is_rebuilt_from_the_entries_with_a_warning(tmp_path):
+    store = FeatureStore(tmp_path / "s")
+    for clip in ["a", "b"]:
+        store.write(clip, arrays(3), {"key": f"k-{clip}", "note": "no face" if clip == "b" else ""})
+    store.write_index(["a", "b"])
+    store.index_path.write_bytes(store.index_path.read_bytes()[:40])  # truncated
+    with pytest.warns(StoreRepairWarning, match="index.parquet: cannot be read"):
+        assert store.clip_ids() == ["a", "b"]
+    with pytest.warns(StoreRepairWarning):
+        index = store.write_index(["a", "b"])
+    assert index.set_index("clip_id")["key"].to_dict() == {"a": "k-a", "b": "k-b"}
+    assert pd.read_parquet(store.index_path)["clip_id"].tolist() == ["a", "b"]  # readable again
+
+
+def test_an_unreadable_failures_file_is_rebuilt_from_the_entries_notes(tmp_path):
+    store = FeatureStore(tmp_path / "s")
+    store.write("a", arrays(3), {"stage": "faces", "note": "a.mp4: no face detected in any of 3 sampled frames"})
+    store.write("b", arrays(3), {"stage": "faces", "note": ""})
+    store.write_index(["a", "b"])
+    store.failures_path.write_bytes(b"")  # what a kill between the index and failures writes left
+    with pytest.warns(StoreRepairWarning, match="failures.csv: cannot be read"):
+        failures = store.failures()
+    assert failures[["clip_id", "stage", "reason"]].to_dict("records") == [
+        {"clip_id": "a", "stage": "faces", "reason": "a.mp4: no face detected in any of 3 sampled frames"}
+    ]
+
+
+def test_an_interrupted_index_write_keeps_the_previous_index(tmp_path, monkeypatch):
+    store = FeatureStore(tmp_path / "s")
+    store.write("a", arrays(), {})
+    store.write_index(["a"])
+    store.write("b", arrays(), {})
+
+    def die_half_way(table, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1 half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pyarrow.parquet.write_table", die_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_index(["a", "b"])
+    monkeypatch.undo()
+    assert store.clip_ids() == ["a"]
+    assert list(store.root.glob(".*.tmp")) == []
+
+
+def test_an_unchanged_index_is_not_rewritten(tmp_path):
+    store = FeatureStore(tmp_path / "s")
+    store.write("a", arrays(), {"key": "k"})
+    store.write_index(["a"])
+    written = store.index_path.stat().st_mtime_ns
+    time.sleep(0.01)
+    store.write_index(["a"])
+    assert store.index_path.stat().st_mtime_ns == written

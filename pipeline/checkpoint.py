@@ -1,0 +1,226 @@
+"""Self-describing member checkpoints, and prediction with them on new clips.
+
+Every trained member (a branch, the cross-modal fusion) writes one ``model.pt`` that rebuilds
+and runs it without params.yaml:
+
+- ``member``: plain JSON-able values: its name and kind, the task (classes or dimensions and
+  their settings), the model (each branch's head type, config and input dimension; the
+  fusion's type and config), the feature store each branch was trained on with the extractor
+  identities its entries record, the training params, and what a pooled head pooled;
+- ``speaker_statistics``: per branch and speaker the mean and std the features were
+  standardised with (``train.speaker_standardization``), for every speaker seen in training;
+- ``folds``: every fold's model: a torch state_dict (the per-fold input standardisation is
+  in it), or a classical head's arrays and text (:mod:`pipeline.heads.pooled`).
+
+It holds tensors, numbers, strings, lists and dicts only, and is read with
+``torch.load(weights_only=True)``: no pickled code. :func:`load_member` gives a
+:class:`TrainedMember` whose ``predict`` runs every fold model on new feature sequences and
+combines them as for the held-out test split (probabilities averaged; CCC-centred for the
+continuous task)::
+
+    member = load_member("models/branches/voice/model.pt")
+    features = member.read_features("features", clip_ids=["clip_a", "clip_b"])
+    scores = member.predict(features)              # clip_id, p_<class>...
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.models import ModelSpec
+from pipeline.store import FeatureStore
+from pipeline.tasks import Sequences, Task, task_from_description
+
+FORMAT = "aver.member"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file."""
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays as Python numbers and lists (JSON-able)."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _tensors(state: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else plain(v) for k, v in state.items()}
+
+
+def _arrays(state: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
+def member_checkpoint(member: dict[str, Any], spec: ModelSpec, result) -> dict[str, Any]:
+    """The checkpoint of a cross-validated member. ``member``: name, kind, task (described),
+    stores, train params (JSON-able); ``result``: its CrossValidationResult."""
+    import torch
+
+    folds = []
+    for fold, state in zip(result.folds, result.fold_states):
+        if spec.pooled:
+            state = {"head": _tensors(state["head"]), "chosen": plain(state.get("chosen", {}))}
+        folds.append({"fold": int(fold), "state": state})
+    statistics = {
+        branch: {speaker: {"mean": torch.from_numpy(mean.astype(np.float32)), "std": torch.from_numpy(std.astype(np.float32))}
+                 for speaker, (mean, std) in by_speaker.items()}
+        for branch, by_speaker in result.speaker_statistics.items()
+    }
+    description = plain({**member, "model": spec.describe(), "pooled_statistics": list(result.pooled_statistics)})
+    return {"format": FORMAT, "version": VERSION, "member": description, "speaker_statistics": statistics, "folds": folds}
+
+
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(checkpoint, temporary)
+    temporary.replace(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no checkpoint (run the member's train or fusion stage)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path}: holds pickled code, not only weights and plain values; it will not be loaded ({error})") from None
+    except Exception as error:  # a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a member checkpoint (format {checkpoint.get('format') if isinstance(checkpoint, dict) else type(checkpoint).__name__!r})")
+    if checkpoint.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {checkpoint.get('version')}, this code reads version {VERSION}")
+    return checkpoint
+
+
+def _last_time(clip_id: str, branch_sequences: dict[str, Sequences]) -> float:
+    times = [s[clip_id][2] for s in branch_sequences.values() if clip_id in s and len(s[clip_id]) > 2 and len(s[clip_id][2])]
+    return max(float(t[-1]) for t in times) if times else 0.0
+
+
+@dataclass
+class TrainedMember:
+    """A trained member rebuilt from its checkpoint: every fold's model, ready to predict."""
+
+    path: Path
+    name: str
+    kind: str                      # "branch" or "fusion"
+    task: Task
+    spec: ModelSpec
+    stores: dict[str, dict]        # branch -> {"features": store name, "identities": [...]}
+    folds: list[int]
+    speaker_statistics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+    standardize_speakers: bool
+    description: dict[str, Any]
+    fold_models: Any = None        # how the fold models predict (pipeline.training.NeuralFolds / PooledFolds)
+    models: list | None = None     # one per fold, in the order of ``folds``
+
+    @property
+    def features(self) -> list[str]:
+        """The feature stores (extract@<name> outputs) this member reads."""
+        return sorted({store["features"] for store in self.stores.values()})
+
+    def read_features(self, root: str | Path = "features", clip_ids: list[str] | None = None) -> dict[str, Sequences]:
+        """Sequences of every store this member reads, from the store folders under ``root``."""
+        from pipeline.training import load_sequences
+
+        return {name: load_sequences(FeatureStore(Path(root) / name), clip_ids) for name in self.features}
+
+    def _branch_sequences(self, features: dict[str, Sequences], speakers: dict[str, str] | None) -> dict[str, Sequences]:
+        from pipeline.training import apply_speaker_statistics, speaker_statistics
+
+        missing = [self.stores[b.name]["features"] for b in self.spec.branches if self.stores[b.name]["features"] not in features]
+        if missing:
+            raise KeyError(f"{self.path}: member {self.name!r} needs the features of store(s) {sorted(set(missing))}; given {sorted(features)}")
+        branch_sequences = {b.name: features[self.stores[b.name]["features"]] for b in self.spec.branches}
+        if not self.standardize_speakers:
+            return branch_sequences
+        if speakers is None:
+            raise ValueError(f"{self.path}: member {self.name!r} standardises features per speaker: pass speakers={{clip_id: speaker}} "
+                             "(a speaker not seen in training is standardised with the statistics of its clips given here)")
+        unknown = sorted(set().union(*(set(s) for s in branch_sequences.values())) - set(speakers))
+        if unknown:
+            raise ValueError(f"{self.path}: member {self.name!r} standardises features per speaker; no speaker given for {unknown[:5]}"
+                             + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+        standardized = {}
+        for branch, sequences in branch_sequences.items():
+            known = self.speaker_statistics.get(branch, {})
+            new = {c: s for c, s in sequences.items() if speakers[c] not in known}
+            statistics = {**speaker_statistics(new, speakers), **known}
+            standardized[branch] = apply_speaker_statistics(sequences, speakers, statistics)
+        return standardized
+
+    def _clips(self, branch_sequences: dict[str, Sequences], speakers, durations) -> pd.DataFrame:
+        clip_ids = sorted(set().union(*(set(s) for s in branch_sequences.values())))
+        clips = pd.DataFrame({"clip_id": clip_ids, "fold": 0})
+        if speakers is not None:
+            clips["speaker"] = [speakers[c] for c in clip_ids]
+        # The continuous task's grid spans the clip: without its duration, up to its last frame.
+        clips["duration_s"] = [float(durations[c]) if durations is not None else _last_time(c, branch_sequences) for c in clip_ids]
+        return clips
+
+    def predict(self, features: dict[str, Sequences], speakers: dict[str, str] | None = None,
+                durations: dict[str, float] | None = None, fold: int | None = None) -> pd.DataFrame:
+        """Scores of the clips in ``features`` ({store name: {clip_id: (frames, mask,
+        timestamps)}}; a clip may miss some stores). ``fold`` None: every fold model,
+        combined as for the held-out test split; a fold number: that fold's model alone.
+        ``speakers``: clip -> speaker, needed when the member standardises per speaker.
+        ``durations``: clip -> seconds, the continuous task's grid (default: to the last frame).
+        Returns clip_id (time_s for the continuous task) and the task's score columns."""
+        if not self.folds:
+            raise ValueError(f"{self.path}: member {self.name!r} was trained on no clip (it had no features) and predicts nothing")
+        branch_sequences = self._branch_sequences(features, speakers)
+        clips = self._clips(branch_sequences, speakers, durations)
+        data = self.task.prepare(branch_sequences, clips, None, with_targets=False, dims={b.name: b.input_dim for b in self.spec.branches})
+        rows = np.arange(len(clips))
+        if fold is not None:
+            if fold not in self.folds:
+                raise KeyError(f"{self.path}: no fold {fold}; folds: {self.folds}")
+            model = self.models[self.folds.index(fold)]
+            frame = self.task.score_frame(data, rows, fold, self.fold_models.predict(model, data, rows))
+        else:
+            outputs = [self.fold_models.predict(model, data, rows) for model in self.models]
+            frame = self.task.score_frame(data, rows, -1, [self.task.merge_folds([o[r] for o in outputs]) for r in rows])
+        keys = [c for c in ("clip_id", "time_s") if c in frame]
+        return self.task.finish(frame[keys + self.task.score_columns()])
+
+
+def load_member(path: str | Path) -> TrainedMember:
+    """Rebuild a trained member from its checkpoint alone."""
+    from pipeline.training import fold_models
+
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    member = checkpoint["member"]
+    try:
+        task = task_from_description(member["task"])
+        spec = ModelSpec.from_description(member["model"])
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: cannot rebuild the member: {error}") from None
+    statistics = {
+        branch: {speaker: (s["mean"].numpy(), s["std"].numpy()) for speaker, s in by_speaker.items()}
+        for branch, by_speaker in checkpoint["speaker_statistics"].items()
+    }
+    folds = [int(f["fold"]) for f in checkpoint["folds"]]
+    models = fold_models(spec, None, task, member.get("pooled_statistics") or None)
+    states = [f["state"] if not spec.pooled else {"head": _arrays(f["state"]["head"])} for f in checkpoint["folds"]]
+    return TrainedMember(
+        path, member["name"], member["kind"], task, spec, member["stores"], folds, statistics,
+        bool(member["train"]["speaker_standardization"]), member, models, [models.restore(s) for s in states],
+    )

@@ -1,0 +1,204 @@
+"""Learning tasks (after pyannote.audio's ``core/task.py``): what a model learns and how it is
+scored, separated from how it is trained.
+
+A task owns
+
+- its targets: which clips can be learnt from (``usable_clips``) and what each is taught;
+- its batches or windows and its loss (``prepare`` gives a :class:`TaskData` that the fold
+  loop in :mod:`pipeline.training` draws batches from);
+- how fold outputs become the score matrix (``score_frame``: out-of-fold rows; the held-out
+  test split predicted by every fold model and merged by ``merge_folds``);
+- its metrics and its part of the report (``report``, ``summary``, ``report_lines``);
+- what late fusion optimises (``align`` the members' scores, ``objective``).
+
+Adding one: a subclass of :class:`Task` with a ``Config`` dataclass and ``from_params``,
+decorated with ``@TASKS.register("name")``, in a module imported below. Its modules import
+torch only where a model is trained or run, so late fusion and evaluation stay torch-free.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from pipeline.registry import Registry
+
+# clip_id -> (frames [T, D] float32, mask [T] bool, timestamps [T] seconds)
+Sequences = dict[str, tuple]
+
+
+@dataclass
+class Batch:
+    """What a model is fed in one step: every branch's (x [B, T, D], mask [B, T]) and the
+    task's targets for it."""
+
+    inputs: dict[str, tuple]
+    targets: Any
+    size: int
+
+
+def branch_dims(branch_sequences: dict[str, Sequences], dims: dict[str, int] | None) -> dict[str, int]:
+    return dims or {b: next(iter(s.values()))[0].shape[1] for b, s in branch_sequences.items()}
+
+
+class TaskData:
+    """One experiment's clips prepared for a task: the fold loop asks it for training and
+    validation splits, batches, the loss, and per-clip predictions. Rows index ``clips``."""
+
+    clips: pd.DataFrame
+    branches: list[str]
+
+    def split(self, train_rows: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(rows the model is fit on, rows its early stopping watches)."""
+        raise NotImplementedError
+
+    def standardizer_frames(self, branch: str, rows: np.ndarray) -> np.ndarray:
+        """The visible frames of ``rows`` in ``branch``: what the per-fold standardisation is fit on."""
+        raise NotImplementedError
+
+    def loss(self, fit_rows: np.ndarray) -> Callable[[Any, Batch], Any]:
+        """``loss(model, batch) -> scalar tensor``, set up on the rows the model is fit on."""
+        raise NotImplementedError
+
+    def training_units(self, fit_rows: np.ndarray) -> list:
+        """What one epoch shuffles and batches: clips, or windows of clips."""
+        raise NotImplementedError
+
+    def batch(self, units: list, crop_rng: np.random.Generator | None = None) -> Batch:
+        raise NotImplementedError
+
+    def validation_batch(self, rows: np.ndarray) -> Batch | None:
+        raise NotImplementedError
+
+    def predict(self, model, rows: np.ndarray) -> list[np.ndarray]:
+        """One output per row, each clip run on its own (its result does not depend on the
+        other clips predicted with it)."""
+        raise NotImplementedError
+
+
+class Task:
+    registry_name: ClassVar[str]
+    Config: ClassVar[type]
+    # Needs a per-step output from every head (heads declare ``per_step``).
+    per_step: ClassVar[bool] = False
+    # Its targets are class labels a classical (pooled) head can be fit on.
+    pooled_heads: ClassVar[bool] = False
+    # Its scores are class probabilities (late fusion by stacking needs them).
+    class_scores: ClassVar[bool] = False
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @classmethod
+    def from_params(cls, params) -> "Task":
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """JSON description; :func:`task_from_description` rebuilds the task from it."""
+        return {"type": self.registry_name, **asdict(self.config)}
+
+    # -- targets ------------------------------------------------------------------------------
+    def output_size(self) -> int:
+        raise NotImplementedError
+
+    def usable_clips(self, manifest: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+        """The clips a model can learn from, and a failures row for each clip left out."""
+        return manifest, []
+
+    # -- training and prediction --------------------------------------------------------------
+    def prepare(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, train=None, with_targets: bool = True,
+                dims: dict[str, int] | None = None) -> TaskData:
+        """``train``: the TrainParams the data will be trained with (None: prediction only).
+        ``dims``: each branch's feature dimension (by default read from its sequences; a
+        branch may have none of the clips)."""
+        raise NotImplementedError
+
+    def pooled_targets(self, data: TaskData) -> np.ndarray:
+        raise NotImplementedError(f"task {self.registry_name!r} cannot be learnt by a pooled head")
+
+    def score_columns(self) -> list[str]:
+        raise NotImplementedError
+
+    def score_frame(self, data: TaskData, rows: np.ndarray, fold: int, outputs: list[np.ndarray]) -> pd.DataFrame:
+        """Score-matrix rows of ``rows`` (clips of ``data``), predicted by fold ``fold``'s model
+        (-1: the fold models merged)."""
+        raise NotImplementedError
+
+    def merge_folds(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """One clip's outputs from every fold model -> the output reported for it."""
+        raise NotImplementedError
+
+    def finish(self, scores: pd.DataFrame) -> pd.DataFrame:
+        return scores.reset_index(drop=True)
+
+    def empty_scores(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def report(self, scores: pd.DataFrame) -> dict:
+        raise NotImplementedError
+
+    def summary(self, scores: pd.DataFrame) -> str:
+        raise NotImplementedError
+
+    def report_lines(self, section: dict[str, dict]) -> list[str]:
+        """The markdown table of one metrics section (model -> report)."""
+        raise NotImplementedError
+
+    def description_line(self, protocol: str) -> str:
+        raise NotImplementedError
+
+    def final_model_lines(self, scores: pd.DataFrame) -> list[str]:
+        """Report lines about the final model's scores (a confusion matrix, ...)."""
+        return []
+
+    def confusion_table(self, scores: pd.DataFrame) -> pd.DataFrame:
+        """One row per clip (actual, predicted) for the confusion plot; empty where it has no meaning."""
+        return pd.DataFrame(columns=["actual", "predicted"])
+
+    # -- late fusion --------------------------------------------------------------------------
+    def align(self, members: dict[str, pd.DataFrame]) -> "AlignedScores":
+        raise NotImplementedError
+
+    def objective(self, fused: np.ndarray, targets: np.ndarray) -> tuple:
+        """Larger is better: how late fusion ranks fused scores against their targets."""
+        raise NotImplementedError
+
+    def fused_frame(self, aligned: "AlignedScores", fused: np.ndarray) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+@dataclass
+class AlignedScores:
+    """The members' scores on the union of their rows: ``rows`` (key, fold and target
+    columns), ``values`` [members, rows, K], ``present`` [members, rows]; ``scored`` marks the
+    rows an objective may be computed on."""
+
+    rows: pd.DataFrame
+    values: np.ndarray
+    present: np.ndarray
+    scored: np.ndarray
+    targets: np.ndarray
+
+    @property
+    def folds(self) -> np.ndarray:
+        return self.rows["fold"].to_numpy()
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def task_from_params(params) -> Task:
+    return TASKS.get(params.task).from_params(params)
+
+
+def task_from_description(description: dict[str, Any]) -> Task:
+    description = dict(description)
+    name = description.pop("type")
+    return TASKS.get(name)(TASKS.config(name, description, "checkpoint task"))
+
+
+# Importing the modules registers their tasks.
+from pipeline.tasks import classification, continuous  # noqa: E402,F401
