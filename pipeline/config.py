@@ -118,6 +118,13 @@ class FacesParams:
     crop_size: int = 112
     gray_size: int = 64
     detector: Literal["auto", "short", "full"] = "auto"
+    # What aligns the crops: the 478-point face mesh (stored as `landmarks`, which face_geometry
+    # reads), or the short-range detector's own keypoints (no mesh runs: ~2x the faces stage's
+    # throughput; no `landmarks` in the store). See bench/visual_throughput.py for both.
+    landmarks: Literal["mesh", "keypoints"] = "mesh"
+    # The 112x112 RGB crop (key crop_rgb, ArcFace alignment) for RGB backbones
+    # (torchvision_backbone, video3d). Without it the store is ~10x smaller.
+    crop_rgb: bool = True
     # Also store a 224x224 RGB crop (key crop_rgb_224, ArcFace alignment) for ImageNet backbones
     # (torchvision_backbone crop: crop_rgb_224). Off by default: it takes 2.7x the space of all
     # other faces-store arrays together.
@@ -298,6 +305,23 @@ def load_params(path: str | Path = "params.yaml", check_components: bool = True)
     return params
 
 
+def _check_faces_keys(name: str, spec: ExtractorParams, faces: FacesParams) -> None:
+    """The extractor reads only keys the faces stage writes with these settings (e.g. the mesh,
+    which ``faces.landmarks: keypoints`` does not compute)."""
+    from pipeline.extractors import EXTRACTORS
+    from pipeline.faces.clip import unavailable_keys
+
+    cls = EXTRACTORS.get(spec.type)
+    keys = cls.input_keys_for(spec.options) if hasattr(cls, "input_keys_for") else cls.input_keys
+    missing = unavailable_keys(keys, faces.landmarks, faces.crop_rgb, faces.crop_rgb_224, faces.max_faces)
+    if missing:
+        key, fix = next(iter(missing.items()))
+        raise ParamsError(
+            f"extractors.{name}: {spec.type} reads {key!r} from the faces store, which these faces settings "
+            f"do not store; needs {fix}"
+        )
+
+
 def validate_task_choices(params: Params, path: str | Path = "params.yaml") -> None:
     """The task and the late-fusion method name registered classes that fit together
     (torch-free: late_fusion and evaluate, which skip the component checks, call it; the
@@ -367,6 +391,8 @@ def validate_extractors(params: Params, path: str | Path = "params.yaml") -> Non
             extractor_input = EXTRACTORS.get(spec.type).input
             if extractor_input != spec.input:
                 raise ParamsError(f"extractors.{name}.input: {spec.type} reads {extractor_input!r}, not {spec.input!r}")
+            if spec.input == "faces":
+                _check_faces_keys(name, spec, params.faces)
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
 

@@ -262,10 +262,13 @@ def _as_result(job: ClipJob, outcome: ClipResult | JobError, stage: str) -> Clip
 class FaceClipProcessor(MediaSource):
     """Detects, landmarks and aligns faces on frames sampled at ``fps``, links them into tracks
     and stores the main subject's track (plus every track when ``max_faces > 1``); see
-    :mod:`pipeline.faces.clip` for the arrays."""
+    :mod:`pipeline.faces.clip` for the arrays. ``landmarks``: ``mesh`` (478-point face mesh) or
+    ``keypoints`` (crops aligned from the detector's keypoints, no mesh, no ``landmarks`` key);
+    ``crop_rgb`` false leaves out the 112 RGB crop."""
 
     # Bump when the faces store's arrays change for the same params (pipeline/faces, this class).
-    version: ClassVar[int] = 1
+    # 2: the detector's keypoints stored; crops from one composed similarity fit.
+    version: ClassVar[int] = 2
 
     store_root: str
     identity: dict[str, Any]
@@ -281,6 +284,8 @@ class FaceClipProcessor(MediaSource):
     track_max_landmark_distance: float = 0.5
     track_max_gap: int = 2
     image_compression: str = "none"
+    landmarks: str = "mesh"
+    crop_rgb: bool = True
 
     def warm_up(self) -> None:
         """Load mediapipe and build its graphs (a second or two), done once per worker."""
@@ -296,11 +301,12 @@ class FaceClipProcessor(MediaSource):
         cv2.setNumThreads(1)
         self._analyzer = FaceAnalyzer(
             min_detection_confidence=self.min_detection_confidence,
-            crop_size=self.crop_size,
+            crop_size=self.crop_size if self.crop_rgb else 0,
             gray_size=self.gray_size,
             model_selection=self.detector,
             max_faces=self.max_faces,
             large_crop_size=LARGE_CROP_SIZE if self.crop_rgb_224 else 0,
+            landmarks=self.landmarks,
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -325,12 +331,13 @@ class FaceClipProcessor(MediaSource):
         tracking = TrackingParams(self.track_min_iou, self.track_max_landmark_distance, self.track_max_gap)
         # Frames without a face stay in the arrays, masked: downstream timing stays intact.
         arrays, stats = clip_arrays(
-            timestamps, faces, self.crop_size, self.gray_size, self.crop_rgb_224, self.max_faces, self.subject, tracking
+            timestamps, faces, self.crop_size if self.crop_rgb else 0, self.gray_size, self.crop_rgb_224,
+            self.max_faces, self.subject, tracking, self.landmarks,
         )
         count, detected = stats.frames, stats.detected
         note = "" if detected else f"{job.path}: no face detected in any of {count} sampled frames"
         summary = {
-            "frames": stats.frames, "detected_frames": stats.detected, "detection_rate": stats.detection_rate,
+            "landmarks": self.landmarks, "frames": stats.frames, "detected_frames": stats.detected, "detection_rate": stats.detection_rate,
             "subject_frames": stats.subject_frames, "tracks": stats.tracks, "full_range_frames": stats.full_range_frames,
         }
         attrs = entry_attrs(self.identity, job, note, decoded_video_s(timestamps, self.fps), summary)
@@ -504,6 +511,7 @@ def extract_faces(faces: Any, manifest: pd.DataFrame, store_root: str | Path) ->
         str(store.root), identity, faces.fps, faces.min_detection_confidence, faces.crop_size, faces.gray_size, faces.detector,
         faces.crop_rgb_224, faces.max_faces, faces.subject,
         faces.track_min_iou, faces.track_max_landmark_distance, faces.track_max_gap, faces.image_compression,
+        faces.landmarks, faces.crop_rgb,
     )
     no_video = [
         {"clip_id": r.clip_id, "stage": "faces", "reason": f"{r.path}: no video stream"}

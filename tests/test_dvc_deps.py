@@ -33,7 +33,11 @@ def module_file(module: str) -> Path | None:
 # The functions of pipeline.config that import registries to validate component options:
 # followed only for a stage that calls them (load_params with its validation on, or
 # validate_extractors directly).
-VALIDATION = ("pipeline.config", ("_validate_components", "_validate_capabilities", "validate_extractors", "validate_task_choices", "_check_task_choices"))
+VALIDATION = ("pipeline.config", ("_validate_components", "_validate_capabilities", "validate_extractors", "_check_faces_keys",
+                                   "validate_task_choices", "_check_task_choices"))
+# What each public validation function runs (load_params with its checks on runs them all).
+RUNS = {"validate_extractors": {"validate_extractors", "_check_faces_keys"},
+        "validate_task_choices": {"validate_task_choices", "_check_task_choices"}}
 
 
 @lru_cache(maxsize=None)
@@ -60,10 +64,8 @@ def validation_called(path: Path) -> frozenset[str]:
     called = set()
     for node in ast.walk(parsed(path)):
         name = getattr(node.func, "id", getattr(node.func, "attr", None)) if isinstance(node, ast.Call) else None
-        if name == "validate_extractors":
-            called.add(name)
-        elif name == "validate_task_choices":
-            called.update({name, "_check_task_choices"})
+        if name in RUNS:
+            called.update(RUNS[name])
         elif name == "load_params":
             off = any(k.arg == "check_components" and isinstance(k.value, ast.Constant) and k.value.value is False for k in node.keywords)
             if not off:

@@ -35,9 +35,16 @@ CANONICAL_TEMPLATE: np.ndarray = (
 # y~0.14; eyes end up at y~0.37 and the mouth at y~0.72, roughly FER2013's layout.
 GRAY_TEMPLATE_SCALE: float = 0.95
 GRAY_TEMPLATE_SHIFT_Y: float = -0.09
-GRAY_TEMPLATE: np.ndarray = (
-    (CANONICAL_TEMPLATE - 0.5) * GRAY_TEMPLATE_SCALE + 0.5 + np.array([0.0, GRAY_TEMPLATE_SHIFT_Y], np.float32)
-).astype(np.float32)
+
+
+def gray_layout(template: np.ndarray) -> np.ndarray:
+    """Where points laid out by ``template`` (the ArcFace crop's unit coordinates) fall in the
+    gray crop's FER2013-like framing."""
+    shift = np.array([0.0, GRAY_TEMPLATE_SHIFT_Y], np.float32)
+    return ((np.asarray(template, np.float32) - 0.5) * GRAY_TEMPLATE_SCALE + 0.5 + shift).astype(np.float32)
+
+
+GRAY_TEMPLATE: np.ndarray = gray_layout(CANONICAL_TEMPLATE)
 
 # Eye centres are the mean of the 16 eyelid-contour points rather than the iris
 # centre (468 / 473): the contour does not move with gaze, so the alignment stays
@@ -72,3 +79,34 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     if landmarks.ndim != 2 or landmarks.shape[0] != NUM_MESH_LANDMARKS:
         raise ValueError(f"expected [{NUM_MESH_LANDMARKS}, 2|3] landmarks, got {landmarks.shape}")
     return _FIVE_POINT_WEIGHTS @ landmarks[:, :2].astype(np.float32, copy=False)
+
+
+# The short-range detector's six keypoints, in its order (MediaPipe's FaceKeyPoint), with
+# MediaPipe's subject-side names turned into image sides: the image-left eye is its RIGHT_EYE.
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "image_left_eye", "image_right_eye", "nose_tip", "mouth_centre", "image_left_ear", "image_right_ear",
+)
+NUM_KEYPOINTS: int = len(KEYPOINT_NAMES)
+# The keypoints that align a crop without the mesh. The ear tragions are left out: they
+# move across the face with every head turn and are often hidden.
+ALIGNMENT_KEYPOINTS: tuple[int, ...] = (0, 1, 2, 3)
+
+# Where those four keypoints fall, on average, in the ArcFace crop that the mesh's five
+# points align (unit coordinates), fitted with `bench/face_alignment.py --fit`: the mean of
+# six people's mean positions (the three MEAD actors and the CREMA-D actor of the shared
+# data at 5 fps, and the two photographs the demo identities are made from; people weigh
+# equally). The detector's eye points sit lower and further apart than the eyelid-contour
+# centres and its nose point higher than mesh point 1. The person-to-person spread of these
+# means (std 0.005-0.025 of the crop) is most of what separates the two alignments: crops
+# aligned onto this template land the mesh's five points 0.04-0.07 of the inter-ocular
+# distance (about a pixel of the 64 gray crop) from where the mesh alignment puts them.
+KEYPOINT_TEMPLATE: np.ndarray = np.array(
+    [
+        [0.3302, 0.4869],
+        [0.6715, 0.4805],
+        [0.5049, 0.6301],
+        [0.5080, 0.8186],
+    ],
+    dtype=np.float32,
+)
+KEYPOINT_GRAY_TEMPLATE: np.ndarray = gray_layout(KEYPOINT_TEMPLATE)

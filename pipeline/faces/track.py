@@ -4,7 +4,8 @@ Frames are sampled sparsely (a few per second), so a face moves little between t
 sampled frames relative to its own size, but faces may cross, leave, or be missed for a
 frame or two. Detections of consecutive sampled frames are matched by the Hungarian
 algorithm on a cost that combines box overlap (1 - IoU) and the mean distance between the
-five alignment points normalised by the face size; a pair is only allowed when the IoU is
+points the faces were aligned from (the five mesh points, or the detector's four alignment
+keypoints) normalised by the face size; a pair is only allowed when the IoU is
 at least ``min_iou`` *or* the normalised landmark distance is at most
 ``max_landmark_distance`` (two crossing faces overlap in box but not in landmarks, a fast
 head turn moves the box but not the whole layout). Each track's last detection is moved by
@@ -13,6 +14,7 @@ for ``max_gap`` sampled frames.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -24,7 +26,7 @@ SubjectRule = Literal["longest_largest"]
 @dataclass(frozen=True)
 class TrackingParams:
     min_iou: float = 0.3
-    max_landmark_distance: float = 0.5  # mean 5-point distance / sqrt(box area)
+    max_landmark_distance: float = 0.5  # mean alignment-point distance / sqrt(box area)
     max_gap: int = 2                    # sampled frames a track may miss and still continue
 
 
@@ -44,39 +46,26 @@ class Track:
         return float(np.mean(self.areas)) if self.areas else 0.0
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between every box of a [N, 4] and every box of b [M, 4] (x0, y0, x1, y1) -> [N, M]."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+Box = tuple[float, float, float, float]
+Points = list[list[float]]
 
 
-def landmark_distance(points_a: np.ndarray, boxes_a: np.ndarray, points_b: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Mean distance of corresponding 5-point landmarks [N,5,2] vs [M,5,2], divided by the
-    geometric mean of the two faces' sizes (sqrt of box area) -> [N, M]."""
-    points_a = np.asarray(points_a, np.float64).reshape(-1, 5, 2)
-    points_b = np.asarray(points_b, np.float64).reshape(-1, 5, 2)
-    distance = np.linalg.norm(points_a[:, None] - points_b[None], axis=-1).mean(-1)
-    size_a = np.sqrt(np.maximum(_areas(boxes_a), 1e-9))
-    size_b = np.sqrt(np.maximum(_areas(boxes_b), 1e-9))
-    return distance / np.sqrt(size_a[:, None] * size_b[None, :])
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two boxes (x0, y0, x1, y1)."""
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    union = _area(a) + _area(b) - inter
+    return inter / max(union, 1e-9) if union > 0 else 0.0
 
 
-def _centre(box: np.ndarray) -> np.ndarray:
-    return (box[:2] + box[2:]) / 2
+def landmark_distance(points_a: Points, box_a: Sequence[float], points_b: Points, box_b: Sequence[float]) -> float:
+    """Mean distance of corresponding alignment points ([K, 2] each), divided by the geometric
+    mean of the two faces' sizes (sqrt of box area)."""
+    distance = sum(math.hypot(xa - xb, ya - yb) for (xa, ya), (xb, yb) in zip(points_a, points_b)) / len(points_a)
+    return distance / math.sqrt(math.sqrt(max(_area(box_a), 1e-9) * max(_area(box_b), 1e-9)))
 
 
-def _areas(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+def _area(box: Sequence[float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,53 +78,77 @@ def _assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return linear_sum_assignment(cost)
 
 
+@dataclass
+class _OpenTrack:
+    last_frame: int
+    box: Box
+    points: Points
+    velocity: tuple[float, float]  # box-centre motion per sampled frame
+
+    def predicted(self, t: int) -> tuple[Box, Points]:
+        """Box and points moved by the constant-velocity prediction to frame t."""
+        steps = t - self.last_frame
+        dx, dy = self.velocity[0] * steps, self.velocity[1] * steps
+        x0, y0, x1, y1 = self.box
+        return (x0 + dx, y0 + dy, x1 + dx, y1 + dy), [[x + dx, y + dy] for x, y in self.points]
+
+
 def link_tracks(
-    boxes: Sequence[np.ndarray],
-    points: Sequence[np.ndarray],
+    boxes: Sequence[Sequence[Sequence[float]]],
+    points: Sequence[Sequence[np.ndarray]],
     params: TrackingParams = TrackingParams(),
 ) -> list[Track]:
-    """Tracks over sampled frames; ``boxes[t]`` is [N_t, 4] and ``points[t]`` [N_t, 5, 2]
-    (the five alignment points) for frame t. Returns the tracks in order of creation;
-    every detection belongs to exactly one track."""
+    """Tracks over sampled frames; ``boxes[t]`` holds frame t's N_t boxes ([N_t, 4]) and
+    ``points[t]`` their alignment points ([N_t, K, 2], the same K throughout). Returns the
+    tracks in order of creation; every detection belongs to exactly one track.
+
+    A frame holds a handful of faces at most, so costs are computed pair by pair in plain
+    Python: numpy's per-call overhead on such tiny arrays cost more than the arithmetic
+    (~0.3 ms per frame, several percent of a keypoints-aligned frame)."""
     tracks: list[Track] = []
-    # Open tracks: id -> (last frame, box, points, centre velocity per sampled frame)
-    open_tracks: dict[int, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+    open_tracks: dict[int, _OpenTrack] = {}
     for t, (frame_boxes, frame_points) in enumerate(zip(boxes, points)):
-        frame_boxes = np.asarray(frame_boxes, np.float64).reshape(-1, 4)
-        frame_points = np.asarray(frame_points, np.float64).reshape(-1, 5, 2)
-        open_tracks = {k: v for k, v in open_tracks.items() if t - v[0] <= params.max_gap + 1}
+        frame_boxes = [tuple(float(v) for v in np.asarray(box).reshape(4)) for box in frame_boxes]
+        frame_points = [np.asarray(p, np.float64).reshape(-1, 2).tolist() for p in frame_points]
+        open_tracks = {k: v for k, v in open_tracks.items() if t - v.last_frame <= params.max_gap + 1}
         ids = list(open_tracks)
         matched: dict[int, int] = {}  # detection -> track id
-        if ids and len(frame_boxes):
-            shift = np.stack([open_tracks[k][3] * (t - open_tracks[k][0]) for k in ids])
-            previous_boxes = np.stack([open_tracks[k][1] for k in ids]) + np.tile(shift, 2)
-            previous_points = np.stack([open_tracks[k][2] for k in ids]) + shift[:, None]
-            iou = box_iou(previous_boxes, frame_boxes)
-            distance = landmark_distance(previous_points, previous_boxes, frame_points, frame_boxes)
-            allowed = (iou >= params.min_iou) | (distance <= params.max_landmark_distance)
-            # Landmark distance counts fully up to its threshold; a recent track wins over an old one.
-            age = np.array([t - open_tracks[k][0] - 1 for k in ids], np.float64)[:, None]
-            cost = (1.0 - iou) + distance / params.max_landmark_distance + 0.1 * age
-            cost = np.where(allowed, cost, 1e6)
+        if ids and frame_boxes:
+            cost = np.empty((len(ids), len(frame_boxes)))
+            allowed = np.empty(cost.shape, bool)
+            for row, track_id in enumerate(ids):
+                track = open_tracks[track_id]
+                previous_box, previous_points = track.predicted(t)
+                # A recent track wins over an old one.
+                age = t - track.last_frame - 1
+                for col, (box, face_points) in enumerate(zip(frame_boxes, frame_points)):
+                    iou = box_iou(previous_box, box)
+                    distance = landmark_distance(previous_points, previous_box, face_points, box)
+                    allowed[row, col] = iou >= params.min_iou or distance <= params.max_landmark_distance
+                    # Landmark distance counts fully up to its threshold.
+                    cost[row, col] = (1.0 - iou) + distance / params.max_landmark_distance + 0.1 * age if allowed[row, col] else 1e6
             rows, cols = _assignment(cost)
             for row, col in zip(rows, cols):
                 if allowed[row, col]:
                     matched[int(col)] = ids[row]
-        for detection in range(len(frame_boxes)):
+        for detection, (box, face_points) in enumerate(zip(frame_boxes, frame_points)):
             track_id = matched.get(detection)
             if track_id is None:
                 track_id = len(tracks)
                 tracks.append(Track(track_id))
-            track = tracks[track_id]
-            box = frame_boxes[detection]
-            velocity = np.zeros(2)
+            velocity = (0.0, 0.0)
             if track_id in open_tracks:
-                last_t, last_box = open_tracks[track_id][:2]
-                velocity = (_centre(box) - _centre(last_box)) / (t - last_t)
+                last = open_tracks[track_id]
+                steps = t - last.last_frame
+                velocity = (
+                    ((box[0] + box[2]) - (last.box[0] + last.box[2])) / 2 / steps,
+                    ((box[1] + box[3]) - (last.box[1] + last.box[3])) / 2 / steps,
+                )
+            track = tracks[track_id]
             track.frames.append(t)
             track.detections.append(detection)
-            track.areas.append(float(_areas(box)[0]))
-            open_tracks[track_id] = (t, box, frame_points[detection], velocity)
+            track.areas.append(_area(box))
+            open_tracks[track_id] = _OpenTrack(t, box, face_points, velocity)
     return tracks
 
 

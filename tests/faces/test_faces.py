@@ -182,7 +182,7 @@ def test_landmark_decoding_matches_protobuf_fields(with_visibility: bool) -> Non
         point = message.landmark.add(x=x, y=y, z=z)
         if with_visibility:
             point.visibility = 0.9
-    decoded = _normalized_xyz(message)
+    decoded = _normalized_xyz(message.SerializeToString())
     assert decoded.dtype == np.float32
     np.testing.assert_array_equal(decoded, xyz)
 

@@ -8,7 +8,7 @@ import skimage.data
 
 from pipeline.extraction import ClipJob, FaceClipProcessor, fill_store
 from pipeline.faces import CANONICAL_TEMPLATE, FaceAnalyzer
-from pipeline.faces.track import TrackingParams, assign_slots, box_iou, link_tracks, rank_tracks
+from pipeline.faces.track import TrackingParams, assign_slots, box_iou, landmark_distance, link_tracks, rank_tracks
 from pipeline.store import FeatureStore
 
 
@@ -39,12 +39,26 @@ def _sequence():
 
 def test_tracks_follow_identities_through_crossing_and_missed_frames():
     boxes, points, identities = _sequence()
-    assert box_iou(boxes[4][:1], boxes[4][1:]).max() > 0.3  # the faces really overlap at the crossing
+    assert box_iou(boxes[4][0], boxes[4][1]) > 0.3  # the faces really overlap at the crossing
     tracks = link_tracks(boxes, points, TrackingParams(min_iou=0.3, max_landmark_distance=0.5, max_gap=2))
     names = [{identities[t][d] for t, d in zip(track.frames, track.detections)} for track in tracks]
     assert sorted(map(sorted, names)) == [["A"], ["B"], ["C"]]  # one identity per track, one track per identity
     lengths = {next(iter(n)): track.length for n, track in zip(names, tracks)}
     assert lengths == {"A": 8, "B": 10, "C": 1}
+
+
+def test_pair_measures_match_their_array_definitions():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        centres, sides = rng.uniform(0, 100, (2, 2)), rng.uniform(5, 60, (2, 1))
+        a, b = np.hstack([centres - sides / 2, centres + sides / 2])
+        points_a, points_b = rng.normal(50, 20, (2, 4, 2))
+        inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+        area_a, area_b = np.prod(a[2:] - a[:2]), np.prod(b[2:] - b[:2])
+        assert box_iou(a, b) == pytest.approx(inter / (area_a + area_b - inter), abs=1e-12)
+        expected = np.linalg.norm(points_a - points_b, axis=1).mean() / np.sqrt(np.sqrt(area_a * area_b))
+        assert landmark_distance(points_a.tolist(), a, points_b.tolist(), b) == pytest.approx(expected, rel=1e-12)
+    assert box_iou([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0 and box_iou([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0
 
 
 def test_a_gap_longer_than_max_gap_starts_a_new_track():
@@ -105,25 +119,30 @@ def test_analyze_faces_returns_both_faces_largest_first():
     assert all(f.detector == "short" for f in faces)
 
 
-def _processor(root, max_faces: int) -> FaceClipProcessor:
+def _processor(root, max_faces: int, landmarks: str = "mesh") -> FaceClipProcessor:
     return FaceClipProcessor(
         str(root), {"max_faces": max_faces}, fps=5, min_detection_confidence=0.5, crop_size=112, gray_size=64,
-        detector="auto", crop_rgb_224=True, max_faces=max_faces,
+        detector="auto", crop_rgb_224=True, max_faces=max_faces, landmarks=landmarks,
     )
 
 
-def test_multi_face_clip_stores_one_slot_per_track(tmp_path, clip_factory):
+@pytest.mark.parametrize("landmarks", ["mesh", "keypoints"])
+def test_multi_face_clip_stores_one_slot_per_track(tmp_path, clip_factory, landmarks):
     clip = clip_factory("group.mp4", seconds=1.0, size=448, frame=_two_faces)
     jobs = [ClipJob("group", str(clip))]
     store = FeatureStore(tmp_path / "faces")
-    fill_store(store, jobs, _processor(store.root, 2), {"max_faces": 2}, "faces", workers=1)
+    fill_store(store, jobs, _processor(store.root, 2, landmarks), {"max_faces": 2}, "faces", workers=1)
     entry = store.read("group")
     arrays = entry.arrays
     assert arrays["tracks_mask"].shape == (5, 2) and arrays["tracks_mask"].all()
     assert arrays["tracks_crop_gray"].shape == (5, 2, 64, 64)
     assert arrays["tracks_crop_rgb"].shape == (5, 2, 112, 112, 3)
     assert arrays["tracks_crop_rgb_224"].shape == (5, 2, 224, 224, 3)
-    assert arrays["tracks_landmarks"].shape == (5, 2, 478, 3)
+    assert arrays["tracks_keypoints"].shape == (5, 2, 6, 2)
+    # Keypoint-aligned stores hold no mesh; tracks are linked on the alignment keypoints.
+    assert ("tracks_landmarks" in arrays) == (landmarks == "mesh") and ("landmarks" in arrays) == (landmarks == "mesh")
+    if landmarks == "mesh":
+        assert arrays["tracks_landmarks"].shape == (5, 2, 478, 3)
     # One track per face, the same in every frame; slot 0 (= the main keys) is the larger face.
     assert (arrays["tracks_id"] == arrays["tracks_id"][0]).all() and len(set(arrays["tracks_id"][0])) == 2
     assert entry.attrs["tracks"] == 2 and entry.attrs["detection_rate"] == 1.0
@@ -134,7 +153,7 @@ def test_multi_face_clip_stores_one_slot_per_track(tmp_path, clip_factory):
 
     # With one face per frame the store holds the main keys only, and the same subject.
     single = FeatureStore(tmp_path / "single")
-    fill_store(single, jobs, _processor(single.root, 1), {"max_faces": 1}, "faces", workers=1)
+    fill_store(single, jobs, _processor(single.root, 1, landmarks), {"max_faces": 1}, "faces", workers=1)
     one = single.read("group").arrays
     assert not any(key.startswith("tracks_") for key in one)
     np.testing.assert_allclose(one["box"], arrays["box"], atol=1e-3)
