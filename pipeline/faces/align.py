@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
 from pipeline.faces.template import CANONICAL_TEMPLATE
@@ -92,6 +91,8 @@ def _warp_antialiased(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.nd
     factor with INTER_AREA, then warping from it, is about half the cost of warping
     at a multiple of the crop size and box-filtering the result.
     """
+    import cv2  # here, so that the faces-keys check of every extract stage (config) skips OpenCV's 0.1 s import
+
     (a, b, tx), (c, d, ty) = matrix.tolist()
     determinant = a * d - b * c
     scale = math.sqrt(abs(determinant))

@@ -132,7 +132,11 @@ class FeatureStore:
             raise ValueError(f"image_compression must be one of {sorted(IMAGE_COMPRESSIONS)}, got {image_compression!r}")
 
         def write_entry(temporary: Path) -> None:
-            with _h5py().File(temporary, "w") as handle:
+            # The entry is built in memory (HDF5's core driver, no backing file) and written with
+            # one plain file write: a full disk then fails that write with OSError and leaves
+            # HDF5 nothing half-written to flush at exit (a file whose close failed with ENOSPC
+            # crashes the interpreter at exit with SIGSEGV).
+            with _h5py().File(str(temporary), "w", driver="core", backing_store=False) as handle:
                 handle.attrs["clip_id"] = clip_id
                 for key, value in attrs.items():
                     handle.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
@@ -148,6 +152,10 @@ class FeatureStore:
                         compression=compression,
                         chunks=(1, *array.shape[1:]) if compression else None,
                     )
+                handle.flush()
+                image = handle.id.get_file_image()
+            with open(temporary, "wb") as file:
+                file.write(image)
 
         return atomic_write(self.entries_dir / entry_file_name(clip_id), write_entry)
 

@@ -297,7 +297,9 @@ def test_odd_but_valid_files_are_extracted_whole(corpus, project):
     # Every sampled frame at 2 fps: the long clip whole, the 4K frames aligned like any other.
     long_faces = faces.read("three_minutes", ["timestamps", "mask"])
     assert len(long_faces.timestamps) == 360 and long_faces.timestamps[-1] == pytest.approx(179.5, abs=0.1)
-    assert faces.read("uhd_4k", ["crop_rgb"]).arrays["crop_rgb"].shape[1:] == (112, 112, 3)
+    # (params.yaml stores the gray crop only since faces.crop_rgb; the 4K frame is aligned like any other)
+    uhd = faces.read("uhd_4k", ["crop_gray", "mask"])
+    assert uhd.arrays["crop_gray"].shape[1:] == (64, 64) and uhd.mask.sum() > 0
     assert faces.read("one_frame", ["mask"]).mask.tolist() == [1]
     # Variable frame rate: sampling follows the true presentation times.
     vfr = faces.read("variable_frame_rate", ["timestamps"]).timestamps
