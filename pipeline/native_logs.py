@@ -1,19 +1,21 @@
 """Keeps MediaPipe's native start-up chatter off the terminal.
 
 MediaPipe's C++ graphs log through absl, which before ``absl::InitializeLog()`` writes every
-message straight to file descriptor 2 (``W0000 00:00:... landmark_projection_calculator.cc:186]
-Using NORM_RECT without IMAGE_DIMENSIONS ...``), and TensorFlow Lite prints its delegate
-line there too. Neither absl nor this mediapipe build reads an environment variable that
-lowers the level (``GLOG_minloglevel`` reaches only the glog copy, which these lines do not
-go through), and Python's ``sys.stderr`` never sees them. So the calls that emit them (a
-graph's construction and its frames: some lines come only with the first face found) run
-with descriptor 2 pointed at a temporary file; afterwards every line of it except MediaPipe's
-informational and warning lines is written back to the real stderr, so errors (``E``/``F``
-lines, Python output) still show. A process killed inside such a call loses what it wrote
-to stderr during that call.
+message through a buffered C stream to file descriptor 2 (``W0000 00:00:...
+landmark_projection_calculator.cc:186] Using NORM_RECT without IMAGE_DIMENSIONS ...``), and
+TensorFlow Lite prints its delegate line there too. Neither absl nor this mediapipe build
+reads an environment variable that lowers the level (``GLOG_minloglevel`` reaches only the
+glog copy, which these lines do not go through), and Python's ``sys.stderr`` never sees them.
+So the calls that emit them (a graph's construction and its frames: some lines come only
+with the first face found) run with descriptor 2 pointed at a temporary file, C's streams
+flushed before it is restored; then every line of it except MediaPipe's informational and
+warning lines is written back to the real stderr, so errors (``E``/``F`` lines, Python
+output) still show. A process killed inside such a call loses what it wrote to stderr
+during that call.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import sys
@@ -35,6 +37,18 @@ NATIVE_CHATTER = re.compile(
 # Descriptor 2 is the process's: two threads swapping it at once could leave it pointing at
 # one of their files, so the swaps are serialised (re-entrant: a nested filter is harmless).
 _SWAP = threading.RLock()
+
+
+def _flush_c_streams() -> None:
+    """fflush(NULL): without it, lines still in a C stream's buffer would be written after the
+    descriptor is restored, unfiltered."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None)
+    _LIBC.fflush(None)
+
+
+_LIBC: ctypes.CDLL | None = None
 
 
 def without_chatter(text: bytes) -> bytes:
@@ -61,6 +75,7 @@ class NativeChatterFilter:
     def __exit__(self, *exc_info: object) -> None:
         try:
             sys.stderr.flush()
+            _flush_c_streams()
             os.dup2(self._saved, 2)
             os.close(self._saved)
             self._saved = None

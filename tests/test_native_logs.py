@@ -3,6 +3,8 @@ written there (errors, Python's own output) still reaches stderr, in order."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from pipeline.native_logs import NativeChatterFilter, native_chatter_filtered
 
@@ -38,3 +40,24 @@ def test_a_filter_is_reusable_and_restores_stderr_after_an_exception(capfd):
     os.write(2, b"stderr is back\n")
     chatter_filter.close()
     assert capfd.readouterr().err == "kept before the error\nstderr is back\n"
+
+
+BUFFERED_NATIVE_STREAM = """
+import ctypes
+from pipeline.native_logs import native_chatter_filtered
+libc = ctypes.CDLL(None)
+libc.fdopen.restype = ctypes.c_void_p
+stream = ctypes.c_void_p(libc.fdopen(2, b"w"))  # a C stream on descriptor 2, fully buffered (not a tty)
+with native_chatter_filtered():
+    libc.fputs(b"W0000 00:00:1796132664.848611   15824 inference_feedback_manager.cc:114] Feedback\\n", stream)
+    libc.fputs(b"E0000 00:00:1796132664.9   15824 graph.cc:1] kept\\n", stream)
+libc.fputs(b"after\\n", stream)
+libc.fflush(None)
+"""
+
+
+def test_lines_still_buffered_in_a_c_stream_are_filtered_too():
+    # MediaPipe's lines reach descriptor 2 through such a buffer: without flushing it inside
+    # the filter they came out with the next unfiltered write.
+    result = subprocess.run([sys.executable, "-c", BUFFERED_NATIVE_STREAM], capture_output=True, check=True)
+    assert result.stderr == b"E0000 00:00:1796132664.9   15824 graph.cc:1] kept\nafter\n"

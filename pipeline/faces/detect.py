@@ -223,6 +223,9 @@ class _OneImageGraph(SolutionBase):
         self._chatter_filter = NativeChatterFilter()
         with self._chatter_filter:
             super().__init__(**options)
+            # The graph opens its calculators (and loads its models, which is when MediaPipe
+            # logs) on its own threads after start_run returns: wait for that inside the filter.
+            self._graph.wait_until_idle()
 
     def _run(self, image: np.ndarray) -> dict[str, object]:
         with self._chatter_filter:
