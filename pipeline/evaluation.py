@@ -63,11 +63,13 @@ def describe_protocol(params, task: Task, folds: int) -> dict:
 
 def protocol_lines(protocol: dict, task: Task) -> list[str]:
     grouping, titles = protocol["grouping"], dict(task.figure_columns())
+    scheme, count = protocol["cross_validation"], protocol["folds"]
+    folds = scheme if scheme.startswith(f"{count} ") else f"{scheme} ({count} folds in the scores)"
     independent = (f"no {grouping} is in both the training and the test part of a fold" if grouping != "clip"
                    else "clips of the same speaker can be on both sides of a fold")
     return [
-        f"- Cross-validation: {protocol['cross_validation']}, {protocol['folds']} folds, grouped by {grouping} "
-        f"({independent}). Figures are out of fold unless marked held-out test.",
+        f"- Cross-validation: {folds}, grouped by {grouping} ({independent}). Figures are out of fold unless "
+        "marked held-out test.",
         f"- Held-out test set: {protocol['test_set']}.",
         f"- Speaker standardisation (`train.speaker_standardization`): {protocol['speaker_standardization']}.",
         "- Chance level: " + ", ".join(f"{titles.get(key, key)} {value:.3f}" for key, value in protocol["chance"].items())

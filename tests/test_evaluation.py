@@ -86,7 +86,7 @@ def test_protocol_and_chance_level_are_stated(report):
     assert protocol["cross_validation"] == "leave one speaker out" and protocol["folds"] == 2
     assert protocol["speaker_standardization"] == "False" and protocol["chance"] == {"accuracy": 0.333333, "uar": 0.333333}
     markdown = report.markdown()
-    assert "leave one speaker out, 2 folds, grouped by speaker" in markdown
+    assert "Cross-validation: leave one speaker out (2 folds in the scores), grouped by speaker (no speaker" in markdown
     assert "Chance level: accuracy 0.333, UAR 0.333" in markdown and "`train.speaker_standardization`): False" in markdown
     task = report.task
     held_out = describe_protocol(params(folds=5, test_groups=["spk05"]), task, folds=5)
