@@ -3,10 +3,12 @@ project, then `dvc exp run -S fusion=fbp`, which must not re-run any extraction.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.devtools import commit, copy_project, run, stages_run
 
@@ -35,10 +37,36 @@ def test_repro_runs_every_stage_and_writes_reports(project, metrics):
         assert {"accuracy", "uar", "macro_f1"} <= set(metrics[name])
     assert (project / "reports/report.md").read_text().startswith("# Evaluation report")
     confusion = pd.read_csv(project / "reports/confusion.csv")
-    assert list(confusion.columns) == ["actual", "predicted"]
-    assert len(confusion) == metrics["late_fusion"]["clips"]
+    assert list(confusion.columns) == ["model", "actual", "predicted", "clips"]
+    final = confusion[confusion["model"] == "late_fusion"]
+    assert final["clips"].sum() == metrics["late_fusion"]["clips"]
+    labels = yaml.safe_load((project / "params.yaml").read_text())["data"]["labels"]
+    assert list(dict.fromkeys(final["actual"])) == list(dict.fromkeys(final["predicted"])) == labels  # class order
+    # One row per model (reports/metrics/<model>.json), a few columns each: fits a terminal.
     show = run(["dvc", "metrics", "show"], project)
-    assert "models.late_fusion.uar" in show
+    rows = {line.split()[0]: line.split()[1:] for line in show.splitlines() if line.startswith("reports/metrics/")}
+    assert set(rows) == {f"reports/metrics/{name}.json" for name in metrics}
+    assert show.splitlines()[0].split() == ["Path", "accuracy", "clips", "macro_f1", "uar", "uar_fold_std"]
+    assert max(map(len, show.splitlines())) <= 120
+
+
+def test_declared_plots_exist_and_show_offline(project, metrics):
+    """Every image plot dvc.yaml declares for evaluate is written, report.md embeds them by
+    relative path, and neither they nor the page `dvc plots show` writes name a network URL."""
+    declared = [next(iter(p)) if isinstance(p, dict) else p for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate"]["plots"]]
+    images = sorted(path for name in declared for path in (project / name).rglob("*") if path.is_file())
+    expected = {f"confusion_{name}.png" for name in metrics} | {"recall.png"} | {f"curves_{m}.png" for m in ("face", "voice", "prosody", "fusion")}
+    assert {path.name for path in images} == expected
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in images)
+    report = (project / "reports/report.md").read_text()
+    embedded = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert {Path(e).name for e in embedded} == expected and all((project / "reports" / e).is_file() for e in embedded)
+    run(["dvc", "plots", "show", "-o", "plots_page"], project)
+    page = project / "plots_page/index.html"
+    sources = re.findall(r'<img src="([^"]+)"', page.read_text())
+    assert len(sources) == len(images) and all((page.parent / s).is_file() for s in sources)
+    for path in [project / "reports/report.md", page, *images]:
+        assert not re.search(rb"https?://", path.read_bytes()), path
 
 
 def test_each_modality_is_informative_and_fusion_beats_both(metrics):

@@ -75,6 +75,7 @@ from mediapipe.python._framework_bindings import _packet_getter  # noqa: E402
 from mediapipe.python.solution_base import SolutionBase  # noqa: E402
 
 from pipeline.faces.align import compose, similarity_transform, template_px, warp  # noqa: E402
+from pipeline.native_logs import NativeChatterFilter  # noqa: E402
 from pipeline.faces.template import (  # noqa: E402
     ALIGNMENT_KEYPOINTS,
     CANONICAL_TEMPLATE,
@@ -214,9 +215,23 @@ def _centroids(meshes: list[np.ndarray]) -> dict[int, tuple[float, float]]:
 
 
 class _OneImageGraph(SolutionBase):
-    """A MediaPipe solution graph with one image input, run without SolutionBase.process."""
+    """A MediaPipe solution graph with one image input, run without SolutionBase.process.
+    Its construction and every frame run with MediaPipe's native log lines filtered from
+    stderr (:mod:`pipeline.native_logs`; some come only with the first face found)."""
+
+    def __init__(self, **options: object) -> None:
+        self._chatter_filter = NativeChatterFilter()
+        with self._chatter_filter:
+            super().__init__(**options)
+            # The graph opens its calculators (and loads its models, which is when MediaPipe
+            # logs) on its own threads after start_run returns: wait for that inside the filter.
+            self._graph.wait_until_idle()
 
     def _run(self, image: np.ndarray) -> dict[str, object]:
+        with self._chatter_filter:
+            return self._run_graph(image)
+
+    def _run_graph(self, image: np.ndarray) -> dict[str, object]:
         """SolutionBase.process for this graph's one image input: the non-empty output
         packets by stream name.
 

@@ -1,4 +1,4 @@
-"""Stage evaluate: metrics of every branch, the fusion and late fusion; confusion plot; report."""
+"""Stage evaluate: metrics of every branch, the fusion and late fusion; their images; report."""
 from pathlib import Path
 
 from pipeline.config import load_params, validate_task_choices

@@ -8,7 +8,8 @@ A task owns
   loop in :mod:`pipeline.training` draws batches from);
 - how fold outputs become the score matrix (``score_frame``: out-of-fold rows; the held-out
   test split predicted by every fold model and merged by ``merge_folds``);
-- its metrics and its part of the report (``report``, ``summary``, ``report_lines``);
+- its metrics and its part of the report (``report``, ``summary``, ``figure_columns``, the
+  ``headline`` figure whose spread across folds is reported, ``chance_levels``, ``confusion``);
 - what late fusion optimises (``align`` the members' scores, ``objective``).
 
 Adding one: a subclass of :class:`Task` with a ``Config`` dataclass and ``from_params``,
@@ -143,20 +144,24 @@ class Task:
     def summary(self, scores: pd.DataFrame) -> str:
         raise NotImplementedError
 
-    def report_lines(self, section: dict[str, dict]) -> list[str]:
-        """The markdown table of one metrics section (model -> report)."""
+    # The figure whose spread across folds the report gives (a key of ``report``).
+    headline: ClassVar[str]
+
+    def figure_columns(self) -> list[tuple[str, str]]:
+        """(key of ``report``, column title) of the figures the report tabulates."""
         raise NotImplementedError
 
-    def description_line(self, protocol: str) -> str:
+    def chance_levels(self) -> dict[str, float]:
+        """What each figure of ``figure_columns`` is for predictions that carry no information."""
         raise NotImplementedError
 
-    def final_model_lines(self, scores: pd.DataFrame) -> list[str]:
-        """Report lines about the final model's scores (a confusion matrix, ...)."""
-        return []
+    def description_line(self) -> str:
+        raise NotImplementedError
 
-    def confusion_table(self, scores: pd.DataFrame) -> pd.DataFrame:
-        """One row per clip (actual, predicted) for the confusion plot; empty where it has no meaning."""
-        return pd.DataFrame(columns=["actual", "predicted"])
+    def confusion(self, scores: pd.DataFrame) -> pd.DataFrame | None:
+        """Counts, rows actual and columns predicted, both in the task's class order; None
+        for a task without classes."""
+        return None
 
     # -- late fusion --------------------------------------------------------------------------
     def align(self, members: dict[str, pd.DataFrame]) -> "AlignedScores":

@@ -193,32 +193,33 @@ class ClassificationTask(Task):
         return scores["label"].map(self.classes.index).to_numpy(), scores[self.score_columns()].to_numpy().argmax(1)
 
     def report(self, scores):
-        return classification_report(*self._truth_and_prediction(scores), self.classes)
+        """Clips, accuracy, UAR and macro-F1 (per-class recall: from :meth:`confusion`)."""
+        report = classification_report(*self._truth_and_prediction(scores), self.classes)
+        return {key: value for key, value in report.items() if key != "recall"}
 
     def summary(self, scores):
         report = self.report(scores)
         return f"UAR {report['uar']:.3f} accuracy {report['accuracy']:.3f}"
 
-    def description_line(self, protocol):
-        return f"Classes: {', '.join(self.classes)}. {protocol}."
+    headline = "uar"
 
-    def report_lines(self, section):
-        lines = ["| model | clips | accuracy | UAR | macro-F1 |", "|---|---|---|---|---|"]
-        for name, report in section.items():
-            lines.append(f"| {name} | {report['clips']} | {report['accuracy']:.3f} | {report['uar']:.3f} | {report['macro_f1']:.3f} |")
-        return lines
+    def figure_columns(self):
+        return [("accuracy", "accuracy"), ("uar", "UAR"), ("macro_f1", "macro-F1")]
 
-    def final_model_lines(self, scores):
-        if not len(scores):
-            return []
-        matrix = confusion_matrix(*self._truth_and_prediction(scores), len(self.classes))
-        lines = ["## Confusion of the final model (rows actual, columns predicted)", "",
-                 "| | " + " | ".join(self.classes) + " |", "|---" * (len(self.classes) + 1) + "|"]
-        return lines + [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(self.classes, matrix)]
+    def chance_levels(self):
+        # A uniform guess: 1/K accuracy and recall of every class; any constant prediction
+        # also has UAR 1/K (recall 1 on one class, 0 on the others). Macro-F1 has no
+        # single chance value (it depends on the class balance).
+        chance = 1.0 / len(self.classes)
+        return {"accuracy": chance, "uar": chance}
 
-    def confusion_table(self, scores):
-        predicted = np.array(self.classes)[scores[self.score_columns()].to_numpy().argmax(1)] if len(scores) else []
-        return pd.DataFrame({"actual": scores["label"].to_numpy(), "predicted": predicted})
+    def description_line(self):
+        return f"Classes ({len(self.classes)}): {', '.join(self.classes)}."
+
+    def confusion(self, scores):
+        matrix = confusion_matrix(*self._truth_and_prediction(scores), len(self.classes)) if len(scores) else \
+            np.zeros((len(self.classes),) * 2, np.int64)
+        return pd.DataFrame(matrix, index=pd.Index(self.classes, name="actual"), columns=pd.Index(self.classes, name="predicted"))
 
     # -- late fusion --------------------------------------------------------------------------
     def align(self, members):

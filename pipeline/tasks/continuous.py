@@ -271,15 +271,17 @@ class ContinuousTask(Task):
     def summary(self, scores):
         return " ".join(f"{k} {v:.3f}" for k, v in self.report(scores).items() if k.startswith("ccc_"))
 
-    def description_line(self, protocol):
-        return f"Task: continuous ({', '.join(self.dimensions)}, CCC). {protocol}."
+    headline = "ccc_mean"
 
-    def report_lines(self, section):
-        dims = self.dimensions
-        lines = ["| model | clips | " + " | ".join(f"CCC {d}" for d in dims) + " | mean CCC |", "|---" * (len(dims) + 3) + "|"]
-        for name, report in section.items():
-            lines.append(f"| {name} | {report['clips']} | " + " | ".join(f"{report[f'ccc_{d}']:.3f}" for d in dims) + f" | {report['ccc_mean']:.3f} |")
-        return lines
+    def figure_columns(self):
+        return [(f"ccc_{d}", f"CCC {d}") for d in self.dimensions] + [("ccc_mean", "mean CCC")]
+
+    def chance_levels(self):
+        # A prediction unrelated to the annotation has CCC 0 in expectation.
+        return {key: 0.0 for key, _ in self.figure_columns()}
+
+    def description_line(self):
+        return f"Task: continuous ({', '.join(self.dimensions)}, CCC per dimension over the annotated steps)."
 
     # -- late fusion --------------------------------------------------------------------------
     def align(self, members):

@@ -10,6 +10,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from pipeline.native_logs import native_chatter_filtered
+
 RIGHT_IRIS = 468  # the eye on the image-left side of a frontal face
 LEFT_IRIS = 473
 
@@ -63,7 +65,8 @@ class FaceFrame:
 
 def detect_landmarks(rgb: np.ndarray) -> np.ndarray:
     """Return the (478, 2) FaceMesh landmarks of the single face in ``rgb`` in pixels."""
-    result = _face_mesh().process(np.ascontiguousarray(rgb))
+    with native_chatter_filtered():
+        result = _face_mesh().process(np.ascontiguousarray(rgb))
     if not result.multi_face_landmarks:
         raise RuntimeError("FaceMesh found no face in an identity image")
     height, width = rgb.shape[:2]
