@@ -239,7 +239,7 @@ def load_member(path: str | Path) -> TrainedMember:
         spec = ModelSpec.from_description(member["model"])
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot rebuild the member: {error}") from None
-    from pipeline.normalization import speaker_standardization_name
+    from pipeline.config import speaker_standardization_name
 
     statistics = {
         branch: {speaker: (s["mean"].numpy(), s["std"].numpy()) for speaker, s in by_speaker.items()}

@@ -185,6 +185,23 @@ class BranchParams:
     head: HeadParams = field(default_factory=HeadParams)
 
 
+# Whose statistics standardise the features (pipeline/normalization.py applies them).
+SPEAKER_STANDARDIZATIONS = ("none", "train-speakers", "transductive")
+FEATURE_NORMALIZATIONS = ("none", "utterance")
+# params.yaml before the protocols had names: a boolean switch for the transductive one.
+LEGACY_SPEAKER_STANDARDIZATION = {True: "transductive", False: "none"}
+
+
+def speaker_standardization_name(value: object, where: str = "train.speaker_standardization") -> str:
+    """The protocol ``value`` names (true/false as written before the protocols had names)."""
+    if isinstance(value, bool):
+        return LEGACY_SPEAKER_STANDARDIZATION[value]
+    if value not in SPEAKER_STANDARDIZATIONS:
+        raise ValueError(f"{where}: {value!r} is not one of {list(SPEAKER_STANDARDIZATIONS)} "
+                         "(true means transductive, false none)")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class TrainParams:
     epochs: int = 60
@@ -211,8 +228,6 @@ class TrainParams:
     workers: int = 2   # folds trained at once
 
     def __post_init__(self) -> None:
-        from pipeline.normalization import speaker_standardization_name
-
         try:
             object.__setattr__(self, "speaker_standardization", speaker_standardization_name(self.speaker_standardization))
         except ValueError as error:

@@ -26,26 +26,14 @@ from typing import Iterable
 
 import numpy as np
 
+from pipeline.config import FEATURE_NORMALIZATIONS, SPEAKER_STANDARDIZATIONS, speaker_standardization_name  # noqa: F401
+
 # clip_id -> (frames [T, D], mask [T], timestamps [T], ...)
 Sequences = dict[str, tuple]
 Statistics = tuple[np.ndarray, np.ndarray]        # (mean [D], std [D])
 SpeakerStatistics = dict[str, Statistics]          # speaker -> statistics
 
-SPEAKER_STANDARDIZATIONS = ("none", "train-speakers", "transductive")
-FEATURE_NORMALIZATIONS = ("none", "utterance")
-# params.yaml before the protocols had names: a boolean switch for the transductive one.
-LEGACY_SPEAKER_STANDARDIZATION = {True: "transductive", False: "none"}
 MIN_STD = 1e-6
-
-
-def speaker_standardization_name(value: object, where: str = "train.speaker_standardization") -> str:
-    """The protocol ``value`` names (true/false as written before the protocols had names)."""
-    if isinstance(value, bool):
-        return LEGACY_SPEAKER_STANDARDIZATION[value]
-    if value not in SPEAKER_STANDARDIZATIONS:
-        raise ValueError(f"{where}: {value!r} is not one of {list(SPEAKER_STANDARDIZATIONS)} "
-                         "(true means transductive, false none)")
-    return str(value)
 
 
 def statistics_of(frames: np.ndarray) -> Statistics:
