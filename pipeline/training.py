@@ -135,16 +135,20 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+PROGRESS_INTERVAL_S = 15.0  # at most one epoch line per fold worker this often
+
+
 class Progress:
     """Progress lines of one member's cross-validation: per fold its epoch and best validation
     loss so far (at most one line per ``interval_s`` per fold process, from inside the forked
     fold workers), and at each finished fold the folds done and an estimate of the time left."""
 
-    def __init__(self, label: str, folds: int, workers: int, epochs: int, interval_s: float = 15.0) -> None:
-        self.label, self.folds, self.workers, self.epochs, self.interval_s = label or "training", folds, max(workers, 1), epochs, interval_s
+    def __init__(self, label: str, folds: int, epochs: int, interval_s: float | None = None) -> None:
+        self.label, self.folds, self.epochs = label or "training", folds, epochs
+        self.interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
         self.started = time.monotonic()
         self.done = 0
-        self._last = 0.0
+        self._last = -float("inf")
 
     def epoch(self, position: int, epoch: int, best: float, best_epoch: int, fold_started: float) -> None:
         now = time.monotonic()
@@ -158,8 +162,7 @@ class Progress:
     def fold_done(self, position: int, outcome: "FoldOutcome") -> None:
         self.done += 1
         elapsed = time.monotonic() - self.started
-        # Folds run ``workers`` at a time, so the remaining ones take about as long per batch of
-        # workers as the finished ones did.
+        # Folds run side by side: the ones left take about as long per fold as the finished ones.
         left = elapsed / self.done * (self.folds - self.done)
         curve = outcome.curve
         detail = (f"{len(curve)} epochs, best val_loss {min(p['val_loss'] for p in curve):.4f}" if curve else "fit")
@@ -387,7 +390,7 @@ def cross_validate(
     folds = fold_rows(clips["fold"].to_numpy())
     jobs = [FoldJob(fold, train, predicted, params.seed * 1000 + fold, position)
             for position, (fold, train, predicted) in enumerate(folds, 1)]
-    progress = Progress(label, len(jobs), params.workers, params.epochs)
+    progress = Progress(label, len(jobs), params.epochs)
 
     def run(job: FoldJob) -> FoldOutcome:
         return models.run(data, job, progress)
