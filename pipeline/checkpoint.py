@@ -8,7 +8,10 @@ and runs it without params.yaml:
   fusion's type and config), the feature store each branch was trained on with the extractor
   identities its entries record, the training params, and what a pooled head pooled;
 - ``speaker_statistics``: per branch and speaker the mean and std the features were
-  standardised with (``train.speaker_standardization``), for every speaker seen in training;
+  standardised with (``train.speaker_standardization: transductive``), for every speaker
+  seen in training;
+- ``fold_statistics``: per branch and fold the training speakers' mean and std that fold's
+  clips were standardised with (``train.speaker_standardization: train-speakers``);
 - ``folds``: every fold's model: a torch state_dict (the per-fold input standardisation is
   in it), or a classical head's arrays and text (:mod:`pipeline.heads.pooled`).
 
@@ -72,13 +75,15 @@ def member_checkpoint(member: dict[str, Any], spec: ModelSpec, result) -> dict[s
         if spec.pooled:
             state = {"head": _tensors(state["head"]), "chosen": plain(state.get("chosen", {}))}
         folds.append({"fold": int(fold), "state": state})
-    statistics = {
-        branch: {speaker: {"mean": torch.from_numpy(mean.astype(np.float32)), "std": torch.from_numpy(std.astype(np.float32))}
-                 for speaker, (mean, std) in by_speaker.items()}
-        for branch, by_speaker in result.speaker_statistics.items()
-    }
+    def tensors(by_key: dict) -> dict:
+        return {str(key): {"mean": torch.from_numpy(mean.astype(np.float32)), "std": torch.from_numpy(std.astype(np.float32))}
+                for key, (mean, std) in by_key.items()}
+
     description = plain({**member, "model": spec.describe(), "pooled_statistics": list(result.pooled_statistics)})
-    return {"format": FORMAT, "version": VERSION, "member": description, "speaker_statistics": statistics, "folds": folds}
+    return {"format": FORMAT, "version": VERSION, "member": description,
+            "speaker_statistics": {branch: tensors(s) for branch, s in result.speaker_statistics.items()},
+            "fold_statistics": {branch: tensors(s) for branch, s in getattr(result, "fold_statistics", {}).items()},
+            "folds": folds}
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
@@ -126,10 +131,17 @@ class TrainedMember:
     stores: dict[str, dict]        # branch -> {"features": store name, "identities": [...]}
     folds: list[int]
     speaker_statistics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
-    standardize_speakers: bool
+    speaker_standardization: str   # the protocol (pipeline/normalization.py)
     description: dict[str, Any]
     fold_models: Any = None        # how the fold models predict (pipeline.training.NeuralFolds / PooledFolds)
     models: list | None = None     # one per fold, in the order of ``folds``
+    feature_normalization: str = "none"
+    fold_statistics: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] | None = None  # train-speakers
+
+    @property
+    def standardize_speakers(self) -> bool:
+        """Whether ``predict`` needs the clips' speakers (the transductive protocol)."""
+        return self.speaker_standardization == "transductive"
 
     @property
     def features(self) -> list[str]:
@@ -143,12 +155,13 @@ class TrainedMember:
         return {name: load_sequences(FeatureStore(Path(root) / name), clip_ids) for name in self.features}
 
     def _branch_sequences(self, features: dict[str, Sequences], speakers: dict[str, str] | None) -> dict[str, Sequences]:
-        from pipeline.training import apply_speaker_statistics, speaker_statistics
+        from pipeline.normalization import apply_speaker_statistics, normalize_features, speaker_statistics
 
         missing = [self.stores[b.name]["features"] for b in self.spec.branches if self.stores[b.name]["features"] not in features]
         if missing:
             raise KeyError(f"{self.path}: member {self.name!r} needs the features of store(s) {sorted(set(missing))}; given {sorted(features)}")
-        branch_sequences = {b.name: features[self.stores[b.name]["features"]] for b in self.spec.branches}
+        branch_sequences = {b.name: normalize_features(features[self.stores[b.name]["features"]], self.feature_normalization)
+                            for b in self.spec.branches}
         if not self.standardize_speakers:
             return branch_sequences
         if speakers is None:
@@ -187,15 +200,28 @@ class TrainedMember:
             raise ValueError(f"{self.path}: member {self.name!r} was trained on no clip (it had no features) and predicts nothing")
         branch_sequences = self._branch_sequences(features, speakers)
         clips = self._clips(branch_sequences, speakers, durations)
-        data = self.task.prepare(branch_sequences, clips, None, with_targets=False, dims={b.name: b.input_dim for b in self.spec.branches})
+        dims = {b.name: b.input_dim for b in self.spec.branches}
+        data = self.task.prepare(branch_sequences, clips, None, with_targets=False, dims=dims)
+
+        def fold_data(number: int):
+            """What fold ``number``'s model reads: under train-speakers, the clips standardised with
+            that fold's training speakers' statistics."""
+            if self.speaker_standardization != "train-speakers":
+                return data
+            from pipeline.normalization import apply_statistics
+
+            by_branch = self.fold_statistics or {}
+            standardized = {b: apply_statistics(s, by_branch.get(b, {}).get(number)) for b, s in branch_sequences.items()}
+            return self.task.prepare(standardized, clips, None, with_targets=False, dims=dims)
+
         rows = np.arange(len(clips))
         if fold is not None:
             if fold not in self.folds:
                 raise KeyError(f"{self.path}: no fold {fold}; folds: {self.folds}")
             model = self.models[self.folds.index(fold)]
-            frame = self.task.score_frame(data, rows, fold, self.fold_models.predict(model, data, rows))
+            frame = self.task.score_frame(data, rows, fold, self.fold_models.predict(model, fold_data(fold), rows))
         else:
-            outputs = [self.fold_models.predict(model, data, rows) for model in self.models]
+            outputs = [self.fold_models.predict(model, fold_data(number), rows) for number, model in zip(self.folds, self.models)]
             frame = self.task.score_frame(data, rows, -1, [self.task.merge_folds([o[r] for o in outputs]) for r in rows])
         keys = [c for c in ("clip_id", "time_s") if c in frame]
         return self.task.finish(frame[keys + self.task.score_columns()])
@@ -213,14 +239,26 @@ def load_member(path: str | Path) -> TrainedMember:
         spec = ModelSpec.from_description(member["model"])
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot rebuild the member: {error}") from None
+    from pipeline.config import speaker_standardization_name
+
     statistics = {
         branch: {speaker: (s["mean"].numpy(), s["std"].numpy()) for speaker, s in by_speaker.items()}
         for branch, by_speaker in checkpoint["speaker_statistics"].items()
     }
+    fold_statistics = {
+        branch: {int(number): (s["mean"].numpy(), s["std"].numpy()) for number, s in by_fold.items()}
+        for branch, by_fold in checkpoint.get("fold_statistics", {}).items()
+    }
+    train = member["train"]
+    try:  # a checkpoint written before the protocols had names holds true / false
+        protocol = speaker_standardization_name(train.get("speaker_standardization", "none"))
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     folds = [int(f["fold"]) for f in checkpoint["folds"]]
     models = fold_models(spec, None, task, member.get("pooled_statistics") or None)
     states = [f["state"] if not spec.pooled else {"head": _arrays(f["state"]["head"])} for f in checkpoint["folds"]]
     return TrainedMember(
         path, member["name"], member["kind"], task, spec, member["stores"], folds, statistics,
-        bool(member["train"]["speaker_standardization"]), member, models, [models.restore(s) for s in states],
+        protocol, member, models, [models.restore(s) for s in states],
+        feature_normalization=train.get("feature_normalization", "none"), fold_statistics=fold_statistics,
     )

@@ -185,6 +185,23 @@ class BranchParams:
     head: HeadParams = field(default_factory=HeadParams)
 
 
+# Whose statistics standardise the features (pipeline/normalization.py applies them).
+SPEAKER_STANDARDIZATIONS = ("none", "train-speakers", "transductive")
+FEATURE_NORMALIZATIONS = ("none", "utterance")
+# params.yaml before the protocols had names: a boolean switch for the transductive one.
+LEGACY_SPEAKER_STANDARDIZATION = {True: "transductive", False: "none"}
+
+
+def speaker_standardization_name(value: object, where: str = "train.speaker_standardization") -> str:
+    """The protocol ``value`` names (true/false as written before the protocols had names)."""
+    if isinstance(value, bool):
+        return LEGACY_SPEAKER_STANDARDIZATION[value]
+    if value not in SPEAKER_STANDARDIZATIONS:
+        raise ValueError(f"{where}: {value!r} is not one of {list(SPEAKER_STANDARDIZATIONS)} "
+                         "(true means transductive, false none)")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class TrainParams:
     epochs: int = 60
@@ -194,9 +211,14 @@ class TrainParams:
     weight_decay: float = 1e-3
     validation_fraction: float = 0.2
     class_weights: bool = True
-    # Standardise each speaker's features with that speaker's own (unlabelled) statistics,
-    # test speakers included, as the GeMAPS paper does; off by default.
-    speaker_standardization: bool = False
+    # Whose statistics standardise the frame features (pipeline/normalization.py): none |
+    # train-speakers (per fold, the training speakers' pooled statistics, applied to every clip:
+    # non-transductive) | transductive (each speaker's own, test speakers included, as in the
+    # GeMAPS paper). true / false (before the protocols had names) read as transductive / none.
+    speaker_standardization: str | bool = "none"
+    # none | utterance: each clip's frames minus the clip's own mean, over its own std (before
+    # the speaker standardisation); single-frame features (functionals) are left as they are.
+    feature_normalization: Literal["none", "utterance"] = "none"
     # A training clip longer than this is cut to a random window of this many seconds each time
     # it is drawn (a validation clip to its central window), so the memory of a step follows
     # the batch, not the longest clip of the corpus; predictions read whole clips. 0: never cut.
@@ -204,6 +226,12 @@ class TrainParams:
     seed: int = 0
     threads: int = 1   # torch threads per fold
     workers: int = 2   # folds trained at once
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "speaker_standardization", speaker_standardization_name(self.speaker_standardization))
+        except ValueError as error:
+            raise ParamsError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -363,9 +391,12 @@ def _validate_capabilities(params: Params) -> None:
         if task.per_step and not head.per_step:
             raise ParamsError(f"{where}: {branch.head.type!r} has no per-step output, which task {params.task!r} (task) needs; "
                               f"heads with one: {heads_with(per_step=True)}")
-        if head.raw_input and params.train.speaker_standardization:
-            raise ParamsError(f"{where}: {branch.head.type!r} reads its features unstandardised (raw input), so "
-                              "train.speaker_standardization must be false")
+        if head.raw_input:
+            for key, value in (("speaker_standardization", params.train.speaker_standardization),
+                               ("feature_normalization", params.train.feature_normalization)):
+                if value != "none":
+                    raise ParamsError(f"{where}: {branch.head.type!r} reads its features unnormalised (raw input), so "
+                                      f"train.{key} must be none, not {value!r}")
     sequential = params.fusion in FUSIONS.names() and FUSIONS.get(params.fusion).sequential  # an unknown name is reported next
     for name in params.cross_modal.branches:
         head_type = params.branches[name].head.type

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.executors import JobError, is_disk_full, make_executor, read_ahead
-from pipeline.store import FAILURE_COLUMNS, Entry, FeatureStore
+from pipeline.store import FAILURE_COLUMNS, Entry, FeatureStore, summarise_failures
 from pipeline.store.files import read_parquet, write_text_if_changed
 from pipeline.store.lineage import NEW, FileHashes, Lineage, identity_parts, stale_reasons
 
@@ -583,8 +583,9 @@ def read_clips(path: str | Path = CLIPS) -> pd.DataFrame:
 
 
 def print_failures(failures: Iterable[dict[str, str]]) -> None:
-    for failure in failures:
-        print(f"  {failure['clip_id']}: {failure['reason']}")
+    """The failures rows summarised by cause (the full list is in the store's failures.csv)."""
+    for line in summarise_failures(failures):
+        print(line)
 
 
 # -- the faces detection report ------------------------------------------------------------

@@ -50,8 +50,8 @@ class MemberRun:
         (out_dir / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
 
 
-def _cross_validate(spec: ModelSpec, sequences: dict, clips: pd.DataFrame, task: Task, params: Params) -> CrossValidationResult:
-    return cross_validate(spec, sequences, clips, task, params.train) if sequences else empty_result(task)
+def _cross_validate(spec: ModelSpec, sequences: dict, clips: pd.DataFrame, task: Task, params: Params, label: str) -> CrossValidationResult:
+    return cross_validate(spec, sequences, clips, task, params.train, label) if sequences else empty_result(task)
 
 
 def train_branch(params: Params, name: str, features: Path = Path("features"), manifest: pd.DataFrame | None = None) -> MemberRun:
@@ -69,7 +69,7 @@ def train_branch(params: Params, name: str, features: Path = Path("features"), m
     note = ""
     if not sequences:
         note = f"train@{name}: no clip has {branch.features} features; the branch scores nothing\n"  # e.g. faces on audio only
-    result = _cross_validate(model, {name: sequences}, clips, task, params)
+    result = _cross_validate(model, {name: sequences}, clips, task, params, f"train@{name}")
     input_store = FeatureStore(features / params.extractors[branch.features].input)
     missing = pd.concat([missing_clips(manifest, set(sequences), [input_store, store], f"train@{name}"),
                          pd.DataFrame(unusable, columns=FAILURE_COLUMNS)], ignore_index=True)
@@ -101,7 +101,7 @@ def train_fusion(params: Params, features: Path = Path("features"), manifest: pd
     partial = {name: sorted(covered - set(s)) for name, s in sequences.items()}
     fusion = params.fusion if len(specs) > 1 else None
     model = ModelSpec(specs, task.output_size(), fusion, fusion_config if fusion else None)
-    result = _cross_validate(model, sequences, clips, task, params)
+    result = _cross_validate(model, sequences, clips, task, params, "fusion")
     missing = pd.DataFrame(
         [{"clip_id": c, "stage": "fusion", "reason": "no features in any fused branch"} for c in manifest["clip_id"] if c not in covered],
         columns=FAILURE_COLUMNS,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -58,40 +59,11 @@ def load_sequences(store: FeatureStore, clip_ids: list[str] | None = None) -> Se
     return read_features(store, clip_ids)[0]
 
 
-# -- speaker standardisation --------------------------------------------------------------------
-SpeakerStatistics = dict[str, tuple[np.ndarray, np.ndarray]]  # speaker -> (mean [D], std [D])
-
-
-def speaker_statistics(sequences: Sequences, speakers: dict[str, str]) -> SpeakerStatistics:
-    """Mean and std of the visible frames of each speaker's clips (no labels are used)."""
-    by_speaker: dict[str, list[str]] = {}
-    for clip_id in sequences:
-        by_speaker.setdefault(speakers[clip_id], []).append(clip_id)
-    statistics = {}
-    for speaker, clip_ids in by_speaker.items():
-        frames = np.concatenate([sequences[c][0][sequences[c][1]] for c in clip_ids])
-        if len(frames):
-            statistics[speaker] = (frames.mean(0), np.maximum(frames.std(0), 1e-6))
-    return statistics
-
-
-def apply_speaker_statistics(sequences: Sequences, speakers: dict[str, str], statistics: SpeakerStatistics) -> Sequences:
-    """Each clip's frames minus its speaker's mean, over its speaker's std (a speaker without
-    statistics, i.e. without any visible frame, is left as it is)."""
-    standardized = {}
-    for clip_id, (x, mask, *rest) in sequences.items():
-        found = statistics.get(speakers[clip_id])
-        if found is None:
-            standardized[clip_id] = (x, mask, *rest)
-        else:
-            mean, std = found
-            standardized[clip_id] = (np.where(mask[:, None], (x - mean) / std, 0.0).astype(np.float32), mask, *rest)
-    return standardized
-
-
-def standardize_per_speaker(sequences: Sequences, speakers: dict[str, str]) -> Sequences:
-    """Each clip's frames standardised with its own speaker's statistics."""
-    return apply_speaker_statistics(sequences, speakers, speaker_statistics(sequences, speakers))
+# -- normalisation (pipeline/normalization.py; re-exported for the callers that import it here)
+from pipeline.normalization import (  # noqa: E402
+    SpeakerStatistics, Statistics, apply_speaker_statistics, apply_statistics, normalize_features, pooled_statistics,
+    speaker_statistics, standardize_per_speaker,
+)
 
 
 # -- the fold loop ------------------------------------------------------------------------------
@@ -103,6 +75,8 @@ class CrossValidationResult:
     folds: list[int] = field(default_factory=list)  # the fold number of each state
     # branch -> speaker -> (mean, std), when the features were standardised per speaker
     speaker_statistics: dict[str, SpeakerStatistics] = field(default_factory=dict)
+    # branch -> fold -> (mean, std) of the training speakers, under train-speakers
+    fold_statistics: dict[str, dict[int, Statistics]] = field(default_factory=dict)
     pooled_statistics: list[str] = field(default_factory=list)  # what a pooled head pooled
 
 
@@ -130,6 +104,7 @@ class FoldJob:
     train_rows: np.ndarray
     predict_rows: np.ndarray
     seed: int
+    position: int = 0  # 1-based, among the member's folds (progress lines)
 
 
 @dataclass
@@ -155,13 +130,54 @@ def parameter_groups(model: nn.Module, lr: float) -> list[dict]:
     return [{"params": rest, "lr": lr}, *groups]
 
 
+def duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+PROGRESS_INTERVAL_S = 15.0  # at most one epoch line per fold worker this often
+
+
+class Progress:
+    """Progress lines of one member's cross-validation: per fold its epoch and best validation
+    loss so far (at most one line per ``interval_s`` per fold process, from inside the forked
+    fold workers), and at each finished fold the folds done and an estimate of the time left."""
+
+    def __init__(self, label: str, folds: int, epochs: int, interval_s: float | None = None) -> None:
+        self.label, self.folds, self.epochs = label or "training", folds, epochs
+        self.interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
+        self.started = time.monotonic()
+        self.done = 0
+        self._last = -float("inf")
+
+    def epoch(self, position: int, epoch: int, best: float, best_epoch: int, fold_started: float) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        per_epoch = (now - fold_started) / (epoch + 1)
+        print(f"{self.label}: fold {position}/{self.folds} epoch {epoch + 1}/{self.epochs}, best val_loss {best:.4f} "
+              f"(epoch {best_epoch + 1}); this fold at most {duration(per_epoch * (self.epochs - epoch - 1))} more", flush=True)
+
+    def fold_done(self, position: int, outcome: "FoldOutcome") -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        # Folds run side by side: the ones left take about as long per fold as the finished ones.
+        left = elapsed / self.done * (self.folds - self.done)
+        curve = outcome.curve
+        detail = (f"{len(curve)} epochs, best val_loss {min(p['val_loss'] for p in curve):.4f}" if curve else "fit")
+        print(f"{self.label}: fold {position}/{self.folds} done ({detail}); {self.done}/{self.folds} folds in "
+              f"{duration(elapsed)}, about {duration(left)} left", flush=True)
+
+
 def fit_with_early_stopping(
-    model: nn.Module, params: TrainParams, train_epoch: Callable[[], float], validation_loss: Callable[[], float] | None
+    model: nn.Module, params: TrainParams, train_epoch: Callable[[], float], validation_loss: Callable[[], float] | None,
+    report: Callable[[int, float, int], None] | None = None,
 ) -> list[dict]:
     """Epochs until the validation loss (the training loss without a validation part) stops
     improving for ``params.patience`` epochs; the model is left with its best weights.
     Returns the training curve."""
-    best, best_state, stale, curve = float("inf"), copy.deepcopy(model.state_dict()), 0, []
+    best, best_state, stale, curve, best_epoch = float("inf"), copy.deepcopy(model.state_dict()), 0, [], 0
     for epoch in range(params.epochs):
         for module in model.modules():
             if module is not model and hasattr(module, "on_epoch_start"):
@@ -176,11 +192,13 @@ def fit_with_early_stopping(
             val_loss = train_loss
         curve.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if val_loss < best - 1e-4:
-            best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+            best, best_state, stale, best_epoch = val_loss, copy.deepcopy(model.state_dict()), 0, epoch
         else:
             stale += 1
             if stale >= params.patience:
                 break
+        if report is not None:
+            report(epoch, best, best_epoch)
     model.load_state_dict(best_state)
     return curve
 
@@ -195,7 +213,8 @@ class NeuralFolds:
     def prepare(self, data: TaskData) -> None:
         """Nothing to precompute: batches are drawn from the task's data."""
 
-    def train(self, data: TaskData, train_rows: np.ndarray, seed: int) -> tuple[nn.Module, list[dict]]:
+    def train(self, data: TaskData, train_rows: np.ndarray, seed: int,
+              report: Callable[[int, float, int], None] | None = None) -> tuple[nn.Module, list[dict]]:
         params = self.params
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
@@ -227,12 +246,16 @@ class NeuralFolds:
         def validation_loss() -> float:
             return loss_fn(model, validation_batch).item()
 
-        curve = fit_with_early_stopping(model, params, train_epoch, validation_loss if validation_batch is not None else None)
+        curve = fit_with_early_stopping(model, params, train_epoch, validation_loss if validation_batch is not None else None, report)
         return model, curve
 
-    def run(self, data: TaskData, job: FoldJob) -> FoldOutcome:
+    def run(self, data: TaskData, job: FoldJob, progress: Progress | None = None) -> FoldOutcome:
         torch.set_num_threads(self.params.threads)
-        model, curve = self.train(data, job.train_rows, job.seed)
+        report = None
+        if progress is not None:
+            started = time.monotonic()
+            report = lambda epoch, best, best_epoch: progress.epoch(job.position, epoch, best, best_epoch, started)  # noqa: E731
+        model, curve = self.train(data, job.train_rows, job.seed, report)
         return FoldOutcome(model.state_dict(), curve, data.predict(model, job.predict_rows))
 
     def restore(self, state: dict) -> nn.Module:
@@ -269,7 +292,7 @@ class PooledFolds:
         clips = data.rows[self.branch.name]
         return np.stack([pool_statistics(clips[r][0], clips[r][1], self.statistics) for r in rows])
 
-    def run(self, data: TaskData, job: FoldJob) -> FoldOutcome:
+    def run(self, data: TaskData, job: FoldJob, progress: Progress | None = None) -> FoldOutcome:
         train = job.train_rows
         groups = data.clips["speaker"].astype(str).to_numpy()
         head = self.new_head().fit(self.pooled[train], self.task.pooled_targets(data)[train], groups[train], self.task.output_size(), job.seed)
@@ -295,8 +318,11 @@ def _run_forked(index: int):
     return run(jobs[index])
 
 
-def map_folds(run: Callable, jobs: list, workers: int) -> list:
+def map_folds(run: Callable, jobs: list, workers: int, on_done: Callable[[int, Any], None] | None = None) -> list:
+    """``run(job)`` for every job, in ``workers`` forked processes; ``on_done(index, result)``
+    as each one finishes (in the order they finish). Results in the order of ``jobs``."""
     global _FORKED_WORK
+    on_done = on_done or (lambda index, result: None)
     if workers > 1 and len(jobs) > 1:
         # fork, as torch's DataLoader workers do: each child sets its own thread count before any
         # torch op, and a spawned child would spend seconds re-importing torch per worker. The
@@ -304,11 +330,21 @@ def map_folds(run: Callable, jobs: list, workers: int) -> list:
         _FORKED_WORK = (run, jobs)
         try:
             context = multiprocessing.get_context("fork")
+            results: list = [None] * len(jobs)
             with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-                return list(pool.map(_run_forked, range(len(jobs))))
+                futures = {pool.submit(_run_forked, index): index for index in range(len(jobs))}
+                for future in as_completed(futures):
+                    index = futures[future]
+                    results[index] = future.result()
+                    on_done(index, results[index])
+            return results
         finally:
             _FORKED_WORK = None
-    return [run(job) for job in jobs]
+    results = []
+    for index, job in enumerate(jobs):
+        results.append(run(job))
+        on_done(index, results[-1])
+    return results
 
 
 def assemble(task: Task, data: TaskData, jobs: list[FoldJob], outputs: list[list[np.ndarray]]) -> pd.DataFrame:
@@ -327,25 +363,51 @@ def assemble(task: Task, data: TaskData, jobs: list[FoldJob], outputs: list[list
 
 
 def cross_validate(
-    spec: ModelSpec, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, task: Task, params: TrainParams
+    spec: ModelSpec, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, task: Task, params: TrainParams, label: str = ""
 ) -> CrossValidationResult:
     """``clips`` has clip_id, fold, speaker and the task's targets (label; or targets,
     duration_s for the continuous task); every clip must be in at least one branch.
+    ``label`` names the member in the progress lines.
+
+    The features are normalised first (``params.feature_normalization``), then standardised
+    by the protocol ``params.speaker_standardization`` (:mod:`pipeline.normalization`):
+    transductive once for all clips; train-speakers per fold, with that fold's training clips.
 
     Folds train in ``params.workers`` processes at once: these models are too small for
     intra-op threads to pay off, so one thread per fold and folds side by side use the cores.
     """
     clips = clips.reset_index(drop=True)
-    statistics = {}
-    if params.speaker_standardization:
+    branch_sequences = {b: normalize_features(s, params.feature_normalization) for b, s in branch_sequences.items()}
+    dims = {b.name: b.input_dim for b in spec.branches}
+    statistics, fold_statistics = {}, {}
+    if params.speaker_standardization == "transductive":
         speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
         statistics = {b: speaker_statistics(s, speakers) for b, s in branch_sequences.items()}
         branch_sequences = {b: apply_speaker_statistics(s, speakers, statistics[b]) for b, s in branch_sequences.items()}
-    data = task.prepare(branch_sequences, clips, params, dims={b.name: b.input_dim for b in spec.branches})
+    data = task.prepare(branch_sequences, clips, params, dims=dims)
     models = fold_models(spec, params, task)
     models.prepare(data)
-    jobs = [FoldJob(fold, train, predicted, params.seed * 1000 + fold) for fold, train, predicted in fold_rows(clips["fold"].to_numpy())]
-    outcomes = map_folds(lambda job: models.run(data, job), jobs, params.workers)
+    folds = fold_rows(clips["fold"].to_numpy())
+    jobs = [FoldJob(fold, train, predicted, params.seed * 1000 + fold, position)
+            for position, (fold, train, predicted) in enumerate(folds, 1)]
+    progress = Progress(label, len(jobs), params.epochs)
+
+    def run(job: FoldJob) -> FoldOutcome:
+        return models.run(data, job, progress)
+
+    if params.speaker_standardization == "train-speakers":
+        clip_ids = clips["clip_id"].to_numpy()
+        fold_statistics = {b: {job.fold: pooled_statistics(s, clip_ids[job.train_rows]) for job in jobs} for b, s in branch_sequences.items()}
+
+        def run(job: FoldJob) -> FoldOutcome:  # noqa: F811
+            # The fold's clips, held-out ones included, standardised with its training clips' statistics.
+            fold_sequences = {b: apply_statistics(s, fold_statistics[b][job.fold]) for b, s in branch_sequences.items()}
+            fold_data = task.prepare(fold_sequences, clips, params, dims=dims)
+            fold_model = fold_models(spec, params, task)
+            fold_model.prepare(fold_data)
+            return fold_model.run(fold_data, job, progress)
+
+    outcomes = map_folds(run, jobs, params.workers, lambda index, outcome: progress.fold_done(jobs[index].position, outcome))
     curves = [{"fold": job.fold, **point} for job, outcome in zip(jobs, outcomes) for point in outcome.curve]
     return CrossValidationResult(
         assemble(task, data, jobs, [o.outputs for o in outcomes]),
@@ -353,5 +415,6 @@ def cross_validate(
         pd.DataFrame(curves, columns=CURVE_COLUMNS),
         [job.fold for job in jobs],
         statistics,
+        {b: {f: s for f, s in by_fold.items() if s is not None} for b, by_fold in fold_statistics.items()},
         list(models.statistics) if isinstance(models, PooledFolds) else [],
     )

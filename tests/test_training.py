@@ -120,3 +120,22 @@ def test_without_a_window_long_clips_train_whole():
     _, data, clips = long_clip_data(max_clip_s=0.0)
     long_row = int(np.flatnonzero(clips["clip_id"] == "long")[0])
     assert data.batch([long_row, 0], np.random.default_rng(0)).inputs["voice"][0].shape[1] == 18000
+
+
+def test_training_prints_fold_epoch_best_validation_loss_and_time_left(capsys, monkeypatch):
+    import re
+
+    import pipeline.training as training
+
+    monkeypatch.setattr(training, "PROGRESS_INTERVAL_S", 0.0)  # every epoch, not every 15 s
+    sequences, clips = toy_data()
+    spec = ModelSpec([BranchSpec("x", 3, "stats", HEADS.get("stats").Config(hidden=8, dropout=0.0))], 2)
+    result = cross_validate(spec, {"x": sequences}, clips, TASK, replace(PARAMS, epochs=3, patience=3), label="train@x")
+    lines = capsys.readouterr().out.splitlines()
+    epochs = [l for l in lines if re.fullmatch(r"train@x: fold [1-4]/4 epoch [1-3]/3, best val_loss \d+\.\d{4} \(epoch [1-3]\); "
+                                                r"this fold at most \d+m\d\ds more", l)]
+    done = [l for l in lines if re.fullmatch(r"train@x: fold [1-4]/4 done \(3 epochs, best val_loss \d+\.\d{4}\); "
+                                              r"[1-4]/4 folds in \d+m\d\ds, about \d+m\d\ds left", l)]
+    assert len(epochs) == 12 and len(done) == 4, lines
+    assert done[-1].startswith("train@x: fold 4/4") and "4/4 folds" in done[-1] and done[-1].endswith("about 0m00s left")
+    assert len(result.fold_states) == 4

@@ -8,12 +8,16 @@
 - ``targets``: for continuous corpora, a per-frame annotation file (empty otherwise).
 
 Registering one is one class plus one decorator line; its options come from
-``data.options`` in params.yaml, validated against the class's ``Config``.
+``data.options`` in params.yaml, validated against the class's ``Config``. An adapter also
+declares the corpus's defaults (``labels``, ``folds``, ``group_by``, ``test_split``): a setup
+applied with ``--dataset`` (:mod:`pipeline.setups`) writes them, and the options' defaults,
+into params.yaml (see :func:`dataset_defaults`), so that ``-S data.options.<key>=...``
+overrides an option without DVC's ``+``.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,9 +40,17 @@ class DatasetAdapter:
 
     registry_name: ClassVar[str]
     Config: ClassVar[type]
+    # The corpus's defaults for the data block (classes in their conventional order; 0 folds:
+    # leave one group out), which a setup applied with --dataset writes into params.yaml.
+    labels: ClassVar[list[str]] = []
+    folds: ClassVar[int] = 0
+    group_by: ClassVar[str] = "speaker"
+    test_split: ClassVar[str] = ""
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        # Files the adapter found and did not list, as "<count> <what> skipped; set <option>" notes.
+        self.skipped: list[str] = []
 
     def clips(self, root: Path) -> pd.DataFrame:
         raise NotImplementedError
@@ -47,9 +59,17 @@ class DatasetAdapter:
 DATASETS: Registry[type[DatasetAdapter]] = Registry("dataset")
 
 
-def clip_table(rows: list[dict[str, str]], root: Path) -> pd.DataFrame:
+def dataset_defaults(name: str) -> dict[str, Any]:
+    """The data block of params.yaml for adapter ``name`` with the corpus's own defaults (root
+    excepted): its labels, options (every key, at its default), folds, grouping, test split."""
+    cls = DATASETS.get(name)
+    return {"dataset": name, "options": asdict(cls.Config()), "labels": list(cls.labels), "label_map": {},
+            "folds": cls.folds, "group_by": cls.group_by, "test_split": cls.test_split, "test_groups": []}
+
+
+def clip_table(rows: list[dict[str, str]], root: Path, skipped: list[str] = ()) -> pd.DataFrame:
     if not rows:
-        raise DatasetError(f"{root}: no clips found")
+        raise DatasetError(f"{root}: no clips found" + (f": {'; '.join(skipped)}" if skipped else ""))
     table = pd.DataFrame(rows)
     for column in CLIP_COLUMNS:
         if column not in table.columns:
@@ -117,6 +137,8 @@ class CsvManifest(DatasetAdapter):
 class Demo(CsvManifest):
     """The generated demo set (``pipeline.datasets.demo``): labels.csv plus per-frame ``va/``."""
 
+    labels = ["neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"]
+
     def clips(self, root: Path) -> pd.DataFrame:
         table = super().clips(root)
         targets = table["clip_id"].map(lambda c: root / "va" / f"{c}.csv")
@@ -154,6 +176,7 @@ class EmoDB(DatasetAdapter):
     """Berlin EmoDB: ``wav/SSTTTEV.wav``: speaker = chars 1-2, emotion = char 6."""
 
     emotions = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness", "N": "neutral"}
+    labels = sorted(emotions.values())
 
     def clips(self, root: Path) -> pd.DataFrame:
         folder = root / "wav" if (root / "wav").is_dir() else root
@@ -169,6 +192,8 @@ class EmoDB(DatasetAdapter):
 @DATASETS.register("mead")
 class Mead(DatasetAdapter):
     """MEAD clips named ``<actor>_<view>_<emotion>_level<k>_<take>.mp4``."""
+
+    labels = ["angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised"]
 
     def clips(self, root: Path) -> pd.DataFrame:
         rows = []
@@ -186,6 +211,10 @@ class Ravdess(DatasetAdapter):
     02 video-only, 03 audio-only), vocal channel VV (01 speech, 02 song), emotion EE."""
 
     emotions = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised"}
+    modality_names = {"01": "audio-video", "02": "video-only", "03": "audio-only"}
+    channel_names = {"01": "speech", "02": "song"}
+    labels = list(emotions.values())
+    folds = 5  # actor-independent; 0 gives 24 leave-one-actor-out folds
 
     @dataclass(frozen=True)
     class Config:
@@ -193,15 +222,22 @@ class Ravdess(DatasetAdapter):
         vocal_channels: list[str] = field(default_factory=lambda: ["01"])
 
     def clips(self, root: Path) -> pd.DataFrame:
-        rows = []
+        rows, skipped = [], {}
         for path in media_files(root, (".mp4", ".wav")):
             parts = path.stem.split("-")
             if len(parts) != 7 or parts[2] not in self.emotions:
                 raise DatasetError(f"{path}: not a RAVDESS file name (MM-VV-EE-II-SS-RR-AA)")
             modality, channel, emotion, actor = parts[0], parts[1], parts[2], parts[6]
-            if modality in self.config.modalities and channel in self.config.vocal_channels:
+            if modality not in self.config.modalities:
+                what = f"{self.modality_names.get(modality, 'unknown-modality')} files (modality {modality})"
+                skipped.setdefault((what, "data.options.modalities"), []).append(path)
+            elif channel not in self.config.vocal_channels:
+                what = f"{self.channel_names.get(channel, 'unknown-channel')} files (vocal channel {channel})"
+                skipped.setdefault((what, "data.options.vocal_channels"), []).append(path)
+            else:
                 rows.append({"clip_id": path.stem, "path": str(path), "label": self.emotions[emotion], "speaker": actor})
-        return clip_table(rows, root)
+        self.skipped = [f"{len(paths)} {what} skipped; set {option}" for (what, option), paths in sorted(skipped.items())]
+        return clip_table(rows, root, self.skipped)
 
 
 @DATASETS.register("crema_d")
@@ -212,6 +248,7 @@ class CremaD(DatasetAdapter):
     instead of the acted emotion; clips whose vote is a tie get the label '' (map or drop)."""
 
     emotions = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+    labels = sorted(emotions.values())
     votes = {"A": "angry", "D": "disgust", "F": "fear", "H": "happy", "N": "neutral", "S": "sad"}
 
     @dataclass(frozen=True)
@@ -248,6 +285,8 @@ class Afew(DatasetAdapter):
     speaker ids are distributed, so each clip is its own group; the official split is kept."""
 
     splits = {"Train_AFEW": "train", "Val_AFEW": "val"}
+    labels = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    folds = 5
 
     def clips(self, root: Path) -> pd.DataFrame:
         rows = []
@@ -265,6 +304,8 @@ class Vgaf(DatasetAdapter):
     the name), or class folders ``<Split>/<Positive|Neutral|Negative>/*.mp4``."""
 
     names = {"1": "positive", "2": "neutral", "3": "negative"}
+    labels = ["positive", "neutral", "negative"]
+    folds = 5
 
     def clips(self, root: Path) -> pd.DataFrame:
         rows = []
@@ -305,6 +346,8 @@ class AffWild2(DatasetAdapter):
     per subject (``<video>_left``, ``<video>_right``) share the video; the group is the video."""
 
     splits = {"Train_Set": "train", "Validation_Set": "val", "Test_Set": "test"}
+    folds = 6
+    test_split = "val"
 
     def clips(self, root: Path) -> pd.DataFrame:
         videos = {p.stem: p for p in media_files(root, VIDEO_SUFFIXES)}

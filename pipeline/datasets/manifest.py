@@ -157,6 +157,8 @@ def build_manifest(data: DataParams) -> tuple[pd.DataFrame, list[dict[str, str]]
     config = DATASETS.config(data.dataset, data.options, "data.options", "data.dataset")
     adapter = DATASETS.get(data.dataset)(config)
     clips = adapter.clips(root)
+    for note in adapter.skipped:  # files found that these data.options leave out
+        print(f"manifest: {note}")
     clips, dropped = apply_label_map(clips, data)
     check_clips(clips, root, data.allow_outside_root)
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from pipeline.config import load_params
 from pipeline.datasets.manifest import CLIPS, build_manifest
-from pipeline.store import FAILURE_COLUMNS
+from pipeline.store import FAILURE_COLUMNS, summarise_failures
 from pipeline.store.files import write_parquet
 
 MANIFEST = Path("data/manifest.parquet")
@@ -24,8 +24,8 @@ def main() -> None:
     pd.DataFrame(failures, columns=FAILURE_COLUMNS).to_csv(FAILURES, index=False)
     print(f"manifest: {json.dumps(counts)}; speakers={manifest['speaker'].nunique()} folds={manifest['fold'].nunique()}")
     kept = set(manifest["clip_id"])
-    for failure in failures:
-        print(f"  {'kept' if failure['clip_id'] in kept else 'left out'} {failure['clip_id']}: {failure['reason']}")
+    for line in summarise_failures(failures, tag=lambda row: "kept" if row["clip_id"] in kept else "left out"):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,34 @@ OUTCOME_KINDS = ("known", "failed", "note", "partial")
 STORE_FAILURE_COLUMNS = FAILURE_COLUMNS + ["outcome", "lineage"]
 
 
+def failure_kind(reason: str) -> str:
+    """What a failures row's reason says, without the clip's own path it starts with (e.g.
+    "data/a.wav: no video stream" -> "no video stream") and with numbers as N, so that rows
+    of one cause group together."""
+    head, separator, rest = reason.partition(": ")
+    if separator and ("/" in head or "." in head):
+        reason = rest
+    return re.sub(r"\d+(\.\d+)?", "N", reason)
+
+
+def summarise_failures(failures: Iterable[dict[str, str]], examples: int = 3,
+                       tag: Any = None) -> list[str]:
+    """One line per cause (most frequent first): its count, the first clip's reason, and a few
+    example clips, instead of one line per clip (an audio-only corpus has thousands of "no
+    video stream" rows). ``tag(row)`` puts a word in front of a row's cause (e.g. kept / left out)."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in failures:
+        prefix = tag(row) if tag is not None else ""
+        groups.setdefault((prefix, failure_kind(row["reason"])), []).append(row)
+    lines = []
+    for (prefix, _), rows in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        head, separator, rest = rows[0]["reason"].partition(": ")
+        cause = rest if separator and ("/" in head or "." in head) else rows[0]["reason"]
+        shown = ", ".join(r["clip_id"] for r in rows[:examples]) + (f" and {len(rows) - examples} more" if len(rows) > examples else "")
+        lines.append(f"  {prefix + ' ' if prefix else ''}{len(rows)} clip{'s' if len(rows) != 1 else ''}: {cause} (e.g. {shown})")
+    return lines
+
+
 class StoreRepairWarning(UserWarning):
     """A store file could not be read and was rebuilt from the entries."""
 

@@ -44,3 +44,39 @@ def test_a_setup_that_does_not_validate_leaves_params_untouched(tmp_path, monkey
         setups.apply("broken")
     assert (tmp_path / "params.yaml").read_text() == original
     assert not list(tmp_path.glob(".params*"))
+
+
+def test_the_speech_recipe_on_emodb_is_the_emodb_setup(monkeypatch):
+    monkeypatch.chdir(REPO)
+    emodb = setups.patched_params("emodb", root="/corpora/emodb")
+    speech = setups.patched_params("speech", root="/corpora/emodb", dataset="emodb")
+    assert speech == emodb
+    assert emodb["data"]["labels"] == ["anger", "boredom", "disgust", "fear", "happiness", "neutral", "sadness"]
+    assert emodb["train"]["speaker_standardization"] == "transductive"
+
+
+def test_a_recipe_on_another_corpus_takes_its_adapters_defaults_and_plain_option_overrides(tmp_path, monkeypatch):
+    from dvc.utils.hydra import apply_overrides
+
+    monkeypatch.chdir(REPO)
+    params = setups.patched_params("speech", root=str(tmp_path), dataset="ravdess")
+    assert params["data"]["dataset"] == "ravdess" and params["data"]["folds"] == 5
+    assert params["data"]["options"] == {"modalities": ["01"], "vocal_channels": ["01"]}
+    assert len(params["data"]["labels"]) == 8 and params["branches"] == setups.patched_params("emodb")["branches"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    # What `dvc exp run -S 'data.options.modalities=[03]'` does to params.yaml, with no '+'.
+    apply_overrides(str(path), ["data.options.modalities=[03]"])
+    assert load_params(path).data.options == {"modalities": ["03"], "vocal_channels": ["01"]}
+    # Another setup's options do not leak into the next adapter's block.
+    monkeypatch.setattr(setups, "PARAMS", path)
+    assert setups.patched_params(None, root=str(tmp_path), dataset="emodb")["data"]["options"] == {}
+
+
+def test_a_dataset_without_a_root_or_labels_is_refused(monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit, match="--root"):
+        setups.patched_params("speech", dataset="ravdess")
+    with pytest.raises(SystemExit, match="--labels"):
+        setups.patched_params(None, root="/x", dataset="csv")
+    assert setups.patched_params(None, root="/x", dataset="csv", labels=["a", "b"])["data"]["labels"] == ["a", "b"]

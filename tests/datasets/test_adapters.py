@@ -128,3 +128,30 @@ def test_unknown_adapter_option_is_a_params_error(tmp_path):
 
     with pytest.raises(ParamsError, match=r"data\.options: unknown key\(s\) \['modality'\]"):
         DATASETS.config("ravdess", {"modality": ["01"]}, "data.options")
+
+
+def test_ravdess_with_only_audio_only_files_names_the_count_and_the_option(tmp_path):
+    for actor in (1, 2):
+        for emotion in ("03", "05", "08"):
+            path = tmp_path / f"Actor_{actor:02d}" / f"03-01-{emotion}-01-01-01-{actor:02d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()  # the adapter reads names only
+    with pytest.raises(DatasetError, match=r"no clips found: 6 audio-only files \(modality 03\) skipped; set data\.options\.modalities"):
+        clips("ravdess", tmp_path)
+    assert len(clips("ravdess", tmp_path, modalities=["03"])) == 6
+    adapter = DATASETS.get("ravdess")(DATASETS.config("ravdess", {"vocal_channels": ["02"], "modalities": ["03"]}, "data.options"))
+    with pytest.raises(DatasetError, match=r"6 speech files \(vocal channel 01\) skipped; set data\.options\.vocal_channels"):
+        adapter.clips(tmp_path)
+
+
+def test_every_adapter_declares_defaults_that_validate():
+    from pipeline.config import from_dict
+    from pipeline.datasets import dataset_defaults
+
+    for name in DATASETS.names():
+        defaults = dataset_defaults(name)
+        data = from_dict(DataParams, {**defaults, "root": "x"}, "data")
+        DATASETS.config(name, data.options, "data.options", "data.dataset")
+        assert data.labels == list(dict.fromkeys(data.labels))  # no class twice
+    assert dataset_defaults("ravdess")["options"] == {"modalities": ["01"], "vocal_channels": ["01"]}
+    assert dataset_defaults("ravdess")["labels"][:3] == ["neutral", "calm", "happy"]

@@ -146,3 +146,17 @@ def test_invalid_specs_are_rejected(tmp_path):
         generate(tmp_path, DemoSpec(emotions=["neutral", "bored"]))
     with pytest.raises(ValueError, match="identities"):
         generate(tmp_path, DemoSpec(identities=3))
+
+
+def test_the_demo_data_stage_generates_nothing_for_a_corpus_experiment(tmp_path, monkeypatch):
+    import yaml
+
+    from pipeline.stages import demo_data
+
+    repo = Path(__file__).resolve().parents[2]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(dataset="emodb", root="/corpora/emodb", labels=["anger", "neutral"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    demo_data.main()
+    assert [p.name for p in (tmp_path / "data" / "demo").iterdir()] == [demo_data.NOTE]

@@ -47,7 +47,7 @@ def test_the_faces_stage_exits_cleanly_run_after_run_on_a_corpus_without_video(t
     assert len(failures) == 1440 and set(failures["reason"].str.endswith(": no video stream")) == {True}
 
 
-def test_the_extraction_chain_never_reads_parquet_through_pandas(tmp_path, monkeypatch):
+def test_the_extraction_chain_never_reads_parquet_through_pandas(tmp_path, monkeypatch, capsys):
     clips = audio_only_clips(20)
     clips.to_parquet(tmp_path / "clips.parquet", index=False)
 
@@ -57,6 +57,9 @@ def test_the_extraction_chain_never_reads_parquet_through_pandas(tmp_path, monke
     monkeypatch.setattr(pd, "read_parquet", through_a_python_file)
     table = read_clips(tmp_path / "clips.parquet")
     extract_faces(FacesParams(workers=1), table, tmp_path / "faces")
+    # One line for the 20 clips without video, naming a few, not one line per clip.
+    printed = [line for line in capsys.readouterr().out.splitlines() if "no video stream" in line]
+    assert printed == ["  20 clips: no video stream (e.g. 00a0000, 00a0001, 00a0002 and 17 more)"]
     extract_faces(FacesParams(workers=1), table, tmp_path / "faces")  # reads its own index this time
     assert FeatureStore(tmp_path / "faces").clip_ids() == []
     with pytest.raises(FileNotFoundError, match="manifest missing"):

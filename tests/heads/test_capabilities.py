@@ -46,6 +46,10 @@ def combined(*mutations):
         # Pixels for a fine-tuned CNN must reach it unstandardised.
         (combined(lambda p: p["train"].update(speaker_standardization=True), head("face", FINETUNE, "crops")),
          ["branches.face.head.type", "train.speaker_standardization"]),
+        (combined(lambda p: p["train"].update(speaker_standardization="train-speakers"), head("face", FINETUNE, "crops")),
+         ["branches.face.head.type", "train.speaker_standardization", "train-speakers"]),
+        (combined(lambda p: p["train"].update(feature_normalization="utterance"), head("face", FINETUNE, "crops")),
+         ["branches.face.head.type", "train.feature_normalization"]),
         # A sequence fusion reads per-step outputs: a pooled head has none, nor does the fine-tuned CNN.
         (combined(lambda p: p.update(fusion="cross_attention"), head("prosody", {"type": "svm"})), ["cross_modal.branches", "prosody", "svm"]),
         (combined(lambda p: p.update(fusion="leader_follower"), head("face", FINETUNE, "crops")), ["fusion", "branches.face.head.type"]),
