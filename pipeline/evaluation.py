@@ -41,10 +41,13 @@ def _part(scores: pd.DataFrame, test: bool) -> pd.DataFrame:
 
 
 # -- protocol -------------------------------------------------------------------------------
-def describe_protocol(params, task: Task, folds: int) -> dict:
+def report_protocol(params, task: Task, folds: int) -> dict:
     """How the figures were obtained: cross-validation folds and their grouping, the held-out
-    test set, speaker standardisation, and the chance level of each figure. ``folds``: the
-    number of folds found in the score matrices."""
+    test set, the speaker-standardisation protocol and feature normalisation (named as in
+    pipeline.protocol), and the chance level of each figure. ``folds``: the number of folds
+    found in the score matrices."""
+    from pipeline.protocol import NORMALIZATION_DESCRIPTIONS, STANDARDIZATION_DESCRIPTIONS
+
     data = params.data
     requested = getattr(params.train, "folds", data.folds)
     grouping = data.group_by
@@ -56,7 +59,9 @@ def describe_protocol(params, task: Task, folds: int) -> dict:
         "folds": int(folds),
         "grouping": grouping,
         "test_set": "; ".join(held_out) or "none",
-        "speaker_standardization": str(params.train.speaker_standardization),
+        "speaker_standardization": STANDARDIZATION_DESCRIPTIONS[params.train.speaker_standardization],
+        "feature_normalization": NORMALIZATION_DESCRIPTIONS[params.train.feature_normalization],
+        "transductive": params.train.speaker_standardization == "transductive",
         "chance": {key: round(chance[key], 6) for key, _ in task.figure_columns() if key in chance},
     }
 
@@ -72,6 +77,7 @@ def protocol_lines(protocol: dict, task: Task) -> list[str]:
         "marked held-out test.",
         f"- Held-out test set: {protocol['test_set']}.",
         f"- Speaker standardisation (`train.speaker_standardization`): {protocol['speaker_standardization']}.",
+        f"- Feature normalisation (`train.feature_normalization`): {protocol['feature_normalization']}.",
         "- Chance level: " + ", ".join(f"{titles.get(key, key)} {value:.3f}" for key, value in protocol["chance"].items())
         + " (predictions that carry no information).",
     ]
@@ -302,7 +308,7 @@ def evaluate_experiment(params) -> ExperimentReport:
     models[fusion_model] = read_scores("fusion")
     models[FINAL] = read_parquet(LATE_FUSION_DIR / "scores.parquet")
     folds = max((_part(scores, False)["fold"].nunique() for scores in models.values() if len(scores)), default=0)
-    metrics = experiment_metrics(models, task, describe_protocol(params, task, folds))
+    metrics = experiment_metrics(models, task, report_protocol(params, task, folds))
     confusions = {}
     for name, scores in models.items():
         labelled = _part(scores, False)

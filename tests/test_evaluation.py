@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.evaluation import ExperimentReport, confusion_long, describe_protocol, experiment_metrics, failure_summary
+from pipeline.evaluation import ExperimentReport, confusion_long, report_protocol, experiment_metrics, failure_summary
 from pipeline.tasks.classification import ClassificationTask
 
 CLASSES = ["neutral", "happy", "angry"]  # not alphabetical
@@ -33,14 +33,14 @@ FINAL = scores([(0, "neutral", "neutral"), (0, "happy", "happy"), (0, "angry", "
 
 def params(**data):
     data = {"folds": 0, "group_by": "speaker", "test_split": "", "test_groups": [], **data}
-    return SimpleNamespace(data=SimpleNamespace(**data), train=SimpleNamespace(speaker_standardization=False))
+    return SimpleNamespace(data=SimpleNamespace(**data), train=SimpleNamespace(speaker_standardization="none", feature_normalization="none"))
 
 
 @pytest.fixture
 def report() -> ExperimentReport:
     task = ClassificationTask(ClassificationTask.Config(CLASSES))
     models = {"face": FINAL.iloc[:3], "voice": task.empty_scores(), "late_fusion": FINAL}
-    metrics = experiment_metrics(models, task, describe_protocol(params(), task, folds=2))
+    metrics = experiment_metrics(models, task, report_protocol(params(), task, folds=2))
     confusions = {name: task.confusion(s) for name, s in models.items() if len(s)}
     curves = {"face": pd.DataFrame({"fold": [0, 0, 1, 1], "epoch": [0, 1, 0, 1], "train_loss": [1.0, 0.5, 1.1, 0.6],
                                     "val_loss": [1.2, 0.9, 1.3, np.nan]})}
@@ -84,12 +84,12 @@ def test_confusion_rows_and_columns_follow_the_class_order(report):
 def test_protocol_and_chance_level_are_stated(report):
     protocol = report.metrics["protocol"]
     assert protocol["cross_validation"] == "leave one speaker out" and protocol["folds"] == 2
-    assert protocol["speaker_standardization"] == "False" and protocol["chance"] == {"accuracy": 0.333333, "uar": 0.333333}
+    assert protocol["speaker_standardization"].startswith("none (") and not protocol["transductive"] and protocol["chance"] == {"accuracy": 0.333333, "uar": 0.333333}
     markdown = report.markdown()
     assert "Cross-validation: leave one speaker out (2 folds in the scores), grouped by speaker (no speaker" in markdown
-    assert "Chance level: accuracy 0.333, UAR 0.333" in markdown and "`train.speaker_standardization`): False" in markdown
+    assert "Chance level: accuracy 0.333, UAR 0.333" in markdown and "`train.speaker_standardization`): none (" in markdown
     task = report.task
-    held_out = describe_protocol(params(folds=5, test_groups=["spk05"]), task, folds=5)
+    held_out = report_protocol(params(folds=5, test_groups=["spk05"]), task, folds=5)
     assert held_out["cross_validation"] == "5 speaker-independent folds" and held_out["test_set"] == "speakers spk05"
 
 
