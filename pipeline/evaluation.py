@@ -13,6 +13,7 @@ from pipeline.results import BRANCHES_DIR, FUSION_DIR, LATE_FUSION_DIR, read_mis
 from pipeline.tasks import Task, task_from_params
 
 MANIFEST_FAILURES = Path("data/manifest_failures.csv")
+MANIFEST = Path("data/manifest.parquet")
 
 
 def _part(scores: pd.DataFrame, test: bool) -> pd.DataFrame:
@@ -40,6 +41,9 @@ def markdown_report(metrics: dict, weights: dict, failures: pd.DataFrame, scores
               + ", ".join(f"{k} {v:.2f}" for k, v in weights["weights"].items())
               + " (each fold's reported scores use weights fit without that fold).", ""]
     lines += task.final_model_lines(scores)
+    if metrics.get("unlabeled"):
+        lines += ["", f"Unlabeled clips: {metrics['unlabeled']}, in no fold and no figure above; the final models' "
+                  "predictions of them are in reports/predictions.csv (stage predict_unlabeled).", ""]
     lines += ["", f"## Clips left out or missing a modality ({failures['clip_id'].nunique()})", ""]
     if len(failures):
         lines += ["| clip | stage | reason |", "|---|---|---|"]
@@ -97,6 +101,9 @@ def evaluate_experiment(params) -> ExperimentReport:
     final = read_parquet(LATE_FUSION_DIR / "scores.parquet")
     models["late_fusion"] = final
     metrics = experiment_metrics(models, task)
+    if MANIFEST.exists():
+        manifest = read_parquet(MANIFEST)
+        metrics["unlabeled"] = int(task.unlabeled(manifest).sum())
     labelled = _part(final, False)
     failures = pd.concat(
         [pd.read_csv(MANIFEST_FAILURES, dtype=str, keep_default_na=False)]
