@@ -79,3 +79,26 @@ def run_timed(command: list[str], cwd: Path) -> tuple[str, dict[str, float]]:
 
 def stages_run(output: str) -> set[str]:
     return set(STAGE_START.findall(output))
+
+
+def tiny_experiment_params(repo: Path, corpus: Path, held_out: str = "spk03") -> dict:
+    """The repository's params with a cheap demo experiment on ``corpus`` (a demo-layout
+    folder): face geometry and a coarse log-Mel, stats heads, two epochs, speaker
+    standardisation, leave one speaker out with ``held_out`` as the test set."""
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(dataset="demo", root=str(corpus), labels=["happy", "sad"], folds=0, test_groups=[held_out])
+    params["faces"].update(fps=2.0, workers=1)
+    params["audio"].update(workers=1)
+    params["extractors"] = {
+        "geometry": {"type": "face_geometry", "input": "faces"},
+        "logmel": {"type": "logmel", "input": "audio", "options": {"n_mels": 16, "hop_ms": 50.0}},
+    }
+    head = {"type": "stats", "options": {"hidden": 8, "dropout": 0.0}}
+    params["branches"] = {"face": {"features": "geometry", "head": head}, "voice": {"features": "logmel", "head": head}}
+    params["train"].update(epochs=2, patience=2, batch_size=8, workers=1, speaker_standardization=True)
+    params["cross_modal"] = {"branches": ["face", "voice"], "options": {"concat": {"hidden": 8, "dropout": 0.0}}}
+    params["fusion"] = "concat"
+    params["late_fusion"] = {"members": ["face", "voice", "fusion"], "method": "mean", "grid_step": 0.1}
+    return params

@@ -361,8 +361,9 @@ class Predictor:
 
     # -- scoring ----------------------------------------------------------------------------
     def predict(self, paths: str | Path | Iterable[str | Path], window: float = 2.0, hop: float = 0.5,
-                show_progress: bool = False, log=None) -> Prediction:
-        """Predict the clips of ``paths`` (files, folders, CSV tables)."""
+                show_progress: bool = False, log=None, timelines: bool = True) -> Prediction:
+        """Predict the clips of ``paths`` (files, folders, CSV tables); ``timelines`` False
+        skips the sliding windows (the rows stay the same)."""
         if isinstance(paths, (str, Path)):
             paths = [paths]
         clips, bad = collect_inputs(paths)
@@ -373,14 +374,14 @@ class Predictor:
         finally:
             if own_log:
                 log.close()
-        return self.score(clips, probed, bad + undecodable, self.cache, window, hop, show_progress)
+        return self.score(clips, probed, bad + undecodable, self.cache, window, hop, show_progress, timelines)
 
     def __call__(self, paths: str | Path | Iterable[str | Path], **options) -> pd.DataFrame:
-        """The predictions.csv rows of ``paths`` (for notebooks)."""
-        return self.predict(paths, **options).rows
+        """The predictions.csv rows of ``paths`` (for notebooks; no timelines are computed)."""
+        return self.predict(paths, **{"timelines": False, **options}).rows
 
     def score(self, clips: list[InputClip], probed: pd.DataFrame, bad: list[dict[str, str]], features_root: Path,
-              window: float = 2.0, hop: float = 0.5, show_progress: bool = False) -> Prediction:
+              window: float = 2.0, hop: float = 0.5, show_progress: bool = False, timelines: bool = True) -> Prediction:
         """Score the probed clips from the stores under ``features_root`` (the cache, or the
         pipeline's features/ for its unlabeled clips)."""
         by_id = {clip.store_id: clip for clip in clips}
@@ -396,7 +397,7 @@ class Predictor:
         # the bar advances as each clip's rows are assembled.
         member_scores, standardization = self._member_scores(features, ids, by_id, durations)
         fused = self.late.combine({n: s for n, s in member_scores.items() if len(s)}) if any(len(s) for s in member_scores.values()) else None
-        window_frames = self._timelines(features, ids, by_id, durations, member_scores, fused, window, hop)
+        window_frames = self._timelines(features, ids, by_id, durations, member_scores, fused, window, hop) if timelines else []
         for i in iterator:
             clip_id = ids[i]
             clip = by_id[clip_id]

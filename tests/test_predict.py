@@ -22,29 +22,11 @@ import yaml
 
 from pipeline.datasets.demo.generator import generate
 from pipeline.datasets.demo.spec import DemoSpec
-from pipeline.devtools import commit, copy_project, run
+from pipeline.devtools import commit, copy_project, run, tiny_experiment_params
 
 REPO = Path(__file__).resolve().parents[1]
 UNLABELED = ["u_spk02_happy", "u_spk02_sad"]  # copies of spk02's clips listed without a label
 HELD_OUT = "spk03"
-
-
-def experiment_params(corpus: Path) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(dataset="demo", root=str(corpus), labels=["happy", "sad"], folds=0, test_groups=[HELD_OUT])
-    params["faces"].update(fps=2.0, workers=1)
-    params["audio"].update(workers=1)
-    params["extractors"] = {
-        "geometry": {"type": "face_geometry", "input": "faces"},
-        "logmel": {"type": "logmel", "input": "audio", "options": {"n_mels": 16, "hop_ms": 50.0}},
-    }
-    head = {"type": "stats", "options": {"hidden": 8, "dropout": 0.0}}
-    params["branches"] = {"face": {"features": "geometry", "head": head}, "voice": {"features": "logmel", "head": head}}
-    params["train"].update(epochs=2, patience=2, batch_size=8, workers=1, speaker_standardization=True)
-    params["cross_modal"] = {"branches": ["face", "voice"], "options": {"concat": {"hidden": 8, "dropout": 0.0}}}
-    params["fusion"] = "concat"
-    params["late_fusion"] = {"members": ["face", "voice", "fusion"], "method": "mean", "grid_step": 0.1}
-    return params
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +38,7 @@ def project(tmp_path_factory) -> Path:
     copies = table[table["clip_id"].isin(["spk02_happy_t0", "spk02_sad_t0"])].assign(clip_id=UNLABELED, label="")
     pd.concat([table, copies]).to_csv(corpus / "labels.csv", index=False)
     root = copy_project(REPO, base / "project")
-    (root / "params.yaml").write_text(yaml.safe_dump(experiment_params(corpus), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_experiment_params(REPO, corpus, HELD_OUT), sort_keys=False))
     commit(root, "tiny experiment")
     (root / "repro.log").write_text(run(["dvc", "repro", "predict_unlabeled", "evaluate"], root))
     return root
