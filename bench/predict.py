@@ -45,7 +45,7 @@ def train_tiny(workdir: Path) -> Path:
     corpus = workdir / "corpus"
     generate(corpus, DemoSpec(identities=4, emotions=["happy", "sad"], takes=2, min_duration_s=2.0, max_duration_s=4.0, bad_clips=False))
     root = copy_project(REPO, workdir / "project")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_experiment_params(REPO, corpus), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_experiment_params(REPO, corpus, test_groups=["spk03"], speaker_standardization=True), sort_keys=False))
     commit(root, "tiny experiment")
     run(["dvc", "repro", "late_fusion"], root)
     return root

@@ -81,14 +81,15 @@ def stages_run(output: str) -> set[str]:
     return set(STAGE_START.findall(output))
 
 
-def tiny_experiment_params(repo: Path, corpus: Path, held_out: str = "spk03") -> dict:
-    """The repository's params with a cheap demo experiment on ``corpus`` (a demo-layout
-    folder): face geometry and a coarse log-Mel, stats heads, two epochs, speaker
-    standardisation, leave one speaker out with ``held_out`` as the test set."""
+def tiny_experiment_params(repo: Path, corpus: Path, dataset: str = "demo", folds: int = 0, test_groups: tuple[str, ...] = (),
+                           speaker_standardization: bool = False) -> dict:
+    """The repository's params with a cheap experiment on ``corpus`` (happy and sad): face
+    geometry and a coarse log-Mel, stats heads, two epochs; ``folds`` speaker folds (0: one
+    per speaker) with the speakers ``test_groups`` held out as the test set."""
     import yaml
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(dataset="demo", root=str(corpus), labels=["happy", "sad"], folds=0, test_groups=[held_out])
+    params["data"].update(dataset=dataset, root=str(corpus), labels=["happy", "sad"], folds=folds, test_groups=list(test_groups))
     params["faces"].update(fps=2.0, workers=1)
     params["audio"].update(workers=1)
     params["extractors"] = {
@@ -97,7 +98,7 @@ def tiny_experiment_params(repo: Path, corpus: Path, held_out: str = "spk03") ->
     }
     head = {"type": "stats", "options": {"hidden": 8, "dropout": 0.0}}
     params["branches"] = {"face": {"features": "geometry", "head": head}, "voice": {"features": "logmel", "head": head}}
-    params["train"].update(epochs=2, patience=2, batch_size=8, workers=1, speaker_standardization=True)
+    params["train"].update(epochs=2, patience=2, batch_size=8, workers=1, speaker_standardization=speaker_standardization)
     params["cross_modal"] = {"branches": ["face", "voice"], "options": {"concat": {"hidden": 8, "dropout": 0.0}}}
     params["fusion"] = "concat"
     params["late_fusion"] = {"members": ["face", "voice", "fusion"], "method": "mean", "grid_step": 0.1}

@@ -38,7 +38,7 @@ def project(tmp_path_factory) -> Path:
     copies = table[table["clip_id"].isin(["spk02_happy_t0", "spk02_sad_t0"])].assign(clip_id=UNLABELED, label="")
     pd.concat([table, copies]).to_csv(corpus / "labels.csv", index=False)
     root = copy_project(REPO, base / "project")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_experiment_params(REPO, corpus, HELD_OUT), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_experiment_params(REPO, corpus, test_groups=[HELD_OUT], speaker_standardization=True), sort_keys=False))
     commit(root, "tiny experiment")
     (root / "repro.log").write_text(run(["dvc", "repro", "predict_unlabeled", "evaluate"], root))
     return root
