@@ -55,6 +55,9 @@ def new_clips(folder: Path, count: int) -> list[Path]:
     from pipeline.datasets.demo.generator import generate
     from pipeline.datasets.demo.spec import DemoSpec
 
+    existing = sorted((folder / "clips").glob("*.mp4"))
+    if len(existing) >= count:  # a kept folder from an earlier run
+        return existing[:count]
     emotions = ["neutral", "happy", "sad", "angry", "fear"]
     identities = max(1, -(-count // (len(emotions) * 2)))
     generate(folder, DemoSpec(seed=7, identities=max(identities, 4), emotions=emotions, takes=2, min_duration_s=4.0,

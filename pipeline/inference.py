@@ -391,7 +391,7 @@ class Predictor:
         durations = dict(zip(ids, probed["duration_s"].astype(float)))
         notes = self._notes(features_root, ids)
         no_face, face_step = self._no_face(features_root, ids)
-        rows, timelines, per_frame = [], [], {}
+        rows, per_frame = [], {}
         iterator = progress(range(len(ids)), len(ids), "predict") if show_progress else range(len(ids))
         # The members run on all the clips at once (each clip is still predicted on its own);
         # the bar advances as each clip's rows are assembled.
