@@ -105,7 +105,17 @@ def collect_inputs(paths: Iterable[str | Path]) -> tuple[list[InputClip], list[d
             bad += table_bad
         else:
             clips.append(InputClip(path.stem, str(path)))
-    return _unique_names(clips), bad
+    return _unique_names(_first_of_each_file(clips)), bad
+
+
+def _first_of_each_file(clips: list[InputClip]) -> list[InputClip]:
+    """A file given twice (in a folder and a table, say) is predicted once, as first given."""
+    seen, unique = set(), []
+    for clip in clips:
+        if clip.store_id not in seen:
+            seen.add(clip.store_id)
+            unique.append(clip)
+    return unique
 
 
 def _table_inputs(path: Path) -> tuple[list[InputClip], list[dict[str, str]]]:

@@ -182,3 +182,32 @@ def test_continuous_setup_writes_a_line_per_video_frame_of_each_unlabeled_video(
         assert lines[0] == "valence,arousal" and len(lines) - 1 == frames == predictions.loc[clip, "frames"]
         values = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
         assert np.isfinite(values).all() and values.std(0).max() > 0
+
+
+def test_inputs_from_files_speaker_folders_and_tables(tmp_path):
+    from pipeline.inference import collect_inputs
+
+    for name in ("alice/a1.mp4", "alice/a2.mp4", "bob/b1.wav", "loose.mp4", "notes.txt", "empty/readme.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    pd.DataFrame({"file": ["alice/a1.mp4", "bob/b1.wav"], "speaker": ["A", "B"], "clip_id": ["x", "y"]}).to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/loose.mp4").write_bytes(b"")
+    clips, bad = collect_inputs([tmp_path / "t.csv", tmp_path, tmp_path / "loose.mp4", tmp_path / "gone.mp4", tmp_path / "empty"])
+    # A file given twice is predicted once, as first given (a1 and b1 by the table, with its speakers).
+    assert {c.clip: c.speaker for c in clips} == {"x": "A", "y": "B", "alice/a2": "alice", "loose": "", "other/loose": "other"}
+    assert len({c.store_id for c in clips}) == len(clips)
+    assert [b["reason"] for b in bad] == [f"{tmp_path / 'gone.mp4'}: no such file or folder",
+                                           f"{tmp_path / 'empty'}: folder holds no video or audio file "
+                                           "(.mp4, .avi, .flv, .mkv, .mov, .webm, .mpg, .wav, .flac, .mp3, .m4a, .ogg)"]
+
+
+def test_pooled_training_statistics_weigh_speakers_equally():
+    from pipeline.inference import pooled_statistics
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, (500, 3)), rng.normal(4, 2, (500, 3))
+    mean, std = pooled_statistics({"a": (a.mean(0), a.std(0)), "b": (b.mean(0), b.std(0))})
+    both = np.concatenate([a, b])
+    np.testing.assert_allclose(mean, both.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, both.std(0), rtol=1e-5)
