@@ -82,8 +82,8 @@ def main() -> None:
     # Cold: a new process, a fresh cache.
     out, cache = workdir / "cold", workdir / "cold_cache"
     started = time.time()
-    subprocess.run([sys.executable, "-m", "pipeline.predict", str(clips[0]), "--out", str(out), "--cache", str(cache)],
-                   cwd=experiment, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run([sys.executable, "-m", "pipeline.predict", str(clips[0]), "--experiment", str(experiment), "--out", str(out),
+                    "--cache", str(cache)], cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     cold = (out / "predictions.csv").stat().st_mtime - started
     print(f"cold latency, one 4 s clip, process start to predictions.csv: {cold:.2f} s (target <= 5 s)")
 
