@@ -320,12 +320,19 @@ class Predictor:
     def check_extractors(self) -> None:
         """params.yaml's extractors are those the members were trained with: the same
         identity (name, version, config, weights) as their entries record."""
+        import tempfile
+
+        identities: dict[str, dict] = {}
         for name, member in self.members.items():
             for branch, store in member.stores.items():
                 recorded = [i.get("identity") for i in store.get("identities", []) if i.get("identity")]
                 if not recorded or store["features"] not in self.params.extractors:
                     continue
-                current = self.extractor_processor(store["features"], self.cache).identity()
+                if store["features"] not in identities:
+                    # Its weights' hash cache goes to a scratch folder: never into a store.
+                    with tempfile.TemporaryDirectory() as scratch:
+                        identities[store["features"]] = self.extractor_processor(store["features"], Path(scratch)).identity()
+                current = identities[store["features"]]
                 if all(_identity_json(r) != _identity_json(current) for r in recorded):
                     raise PredictError(
                         f"{self.root / 'params.yaml'}: extractors.{store['features']} is not what member {name!r} (branch {branch}) "

@@ -211,3 +211,13 @@ def test_pooled_training_statistics_weigh_speakers_equally():
     both = np.concatenate([a, b])
     np.testing.assert_allclose(mean, both.mean(0), rtol=1e-5)
     np.testing.assert_allclose(std, both.std(0), rtol=1e-5)
+
+
+def test_params_whose_extractors_differ_from_the_checkpoints_are_refused(project, tmp_path):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["extractors"]["logmel"]["options"]["n_mels"] = 24
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "models").symlink_to(project / "models")
+    result = predict(project, "whatever.mp4", "--experiment", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "extractors.logmel is not what member" in result.stderr and "was trained on" in result.stderr
