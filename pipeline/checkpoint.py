@@ -154,7 +154,8 @@ class TrainedMember:
 
         return {name: load_sequences(FeatureStore(Path(root) / name), clip_ids) for name in self.features}
 
-    def _branch_sequences(self, features: dict[str, Sequences], speakers: dict[str, str] | None) -> dict[str, Sequences]:
+    def _branch_sequences(self, features: dict[str, Sequences], speakers: dict[str, str] | None,
+                          statistics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None) -> dict[str, Sequences]:
         from pipeline.normalization import apply_speaker_statistics, normalize_features, speaker_statistics
 
         missing = [self.stores[b.name]["features"] for b in self.spec.branches if self.stores[b.name]["features"] not in features]
@@ -175,8 +176,8 @@ class TrainedMember:
         for branch, sequences in branch_sequences.items():
             known = self.speaker_statistics.get(branch, {})
             new = {c: s for c, s in sequences.items() if speakers[c] not in known}
-            statistics = {**speaker_statistics(new, speakers), **known}
-            standardized[branch] = apply_speaker_statistics(sequences, speakers, statistics)
+            chosen = {**speaker_statistics(new, speakers), **known, **(statistics or {}).get(branch, {})}
+            standardized[branch] = apply_speaker_statistics(sequences, speakers, chosen)
         return standardized
 
     def _clips(self, branch_sequences: dict[str, Sequences], speakers, durations) -> pd.DataFrame:
@@ -189,16 +190,19 @@ class TrainedMember:
         return clips
 
     def predict(self, features: dict[str, Sequences], speakers: dict[str, str] | None = None,
-                durations: dict[str, float] | None = None, fold: int | None = None) -> pd.DataFrame:
+                durations: dict[str, float] | None = None, fold: int | None = None,
+                statistics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None) -> pd.DataFrame:
         """Scores of the clips in ``features`` ({store name: {clip_id: (frames, mask,
         timestamps)}}; a clip may miss some stores). ``fold`` None: every fold model,
         combined as for the held-out test split; a fold number: that fold's model alone.
         ``speakers``: clip -> speaker, needed when the member standardises per speaker.
         ``durations``: clip -> seconds, the continuous task's grid (default: to the last frame).
+        ``statistics``: branch -> speaker -> (mean, std) used before the stored ones (e.g. a
+        speaker's statistics from more clips than those predicted here).
         Returns clip_id (time_s for the continuous task) and the task's score columns."""
         if not self.folds:
             raise ValueError(f"{self.path}: member {self.name!r} was trained on no clip (it had no features) and predicts nothing")
-        branch_sequences = self._branch_sequences(features, speakers)
+        branch_sequences = self._branch_sequences(features, speakers, statistics)
         clips = self._clips(branch_sequences, speakers, durations)
         dims = {b.name: b.input_dim for b in self.spec.branches}
         data = self.task.prepare(branch_sequences, clips, None, with_targets=False, dims=dims)

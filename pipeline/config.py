@@ -275,7 +275,9 @@ class Params:
     def __post_init__(self) -> None:
         if self.task == "classification" and len(self.data.labels) < 2:
             raise ParamsError(
-                f"data.labels: a classification experiment needs at least two classes, got {self.data.labels}"
+                f"data.labels: a classification experiment needs at least two classes, got {self.data.labels} "
+                "(list the classes of the labelled clips: clips with an empty label are kept unlabeled and only "
+                "predicted; for per-frame targets set task: continuous)"
             )
         _check_executors(self)
         for name, branch in self.branches.items():

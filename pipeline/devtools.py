@@ -79,3 +79,27 @@ def run_timed(command: list[str], cwd: Path) -> tuple[str, dict[str, float]]:
 
 def stages_run(output: str) -> set[str]:
     return set(STAGE_START.findall(output))
+
+
+def tiny_experiment_params(repo: Path, corpus: Path, dataset: str = "demo", folds: int = 0, test_groups: tuple[str, ...] = (),
+                           speaker_standardization: bool = False) -> dict:
+    """The repository's params with a cheap experiment on ``corpus`` (happy and sad): face
+    geometry and a coarse log-Mel, stats heads, two epochs; ``folds`` speaker folds (0: one
+    per speaker) with the speakers ``test_groups`` held out as the test set."""
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update(dataset=dataset, root=str(corpus), labels=["happy", "sad"], folds=folds, test_groups=list(test_groups))
+    params["faces"].update(fps=2.0, workers=1)
+    params["audio"].update(workers=1)
+    params["extractors"] = {
+        "geometry": {"type": "face_geometry", "input": "faces"},
+        "logmel": {"type": "logmel", "input": "audio", "options": {"n_mels": 16, "hop_ms": 50.0}},
+    }
+    head = {"type": "stats", "options": {"hidden": 8, "dropout": 0.0}}
+    params["branches"] = {"face": {"features": "geometry", "head": head}, "voice": {"features": "logmel", "head": head}}
+    params["train"].update(epochs=2, patience=2, batch_size=8, workers=1, speaker_standardization=speaker_standardization)
+    params["cross_modal"] = {"branches": ["face", "voice"], "options": {"concat": {"hidden": 8, "dropout": 0.0}}}
+    params["fusion"] = "concat"
+    params["late_fusion"] = {"members": ["face", "voice", "fusion"], "method": "mean", "grid_step": 0.1}
+    return params

@@ -32,6 +32,7 @@ MANIFEST_FAILURES = Path("data/manifest_failures.csv")
 FINAL = "late_fusion"
 PLOTS = "plots"              # under reports/, so report.md links them as plots/<name>.png
 EXAMPLES_PER_REASON = 3
+MANIFEST = Path("data/manifest.parquet")
 
 
 def _part(scores: pd.DataFrame, test: bool) -> pd.DataFrame:
@@ -234,6 +235,9 @@ class ExperimentReport:
                 + (", ".join(f"{k} {v:.2f}" for k, v in scored.items()) or "none")
                 + " (each fold's reported scores use weights fit without that fold).")
         lines += [line + (f" Scored no clips: {', '.join(unscored)}." if unscored else ""), ""]
+        if metrics.get("unlabeled"):
+            lines += [f"Unlabeled clips: {metrics['unlabeled']}, in no fold and no figure above; the final models' "
+                      "predictions of them are in reports/predictions.csv (stage predict_unlabeled).", ""]
         if FINAL in self.confusions:
             lines += [f"## Confusion of the final model ({FINAL}), out of fold", "", *matrix_lines(self.confusions[FINAL]), "",
                       _image(f"confusion {FINAL}", self.confusion_images()[FINAL]), ""]
@@ -315,6 +319,8 @@ def evaluate_experiment(params) -> ExperimentReport:
         matrix = task.confusion(labelled) if len(labelled) else None
         if matrix is not None:
             confusions[name] = matrix
+    if MANIFEST.exists():
+        metrics["unlabeled"] = int(task.unlabeled(read_parquet(MANIFEST)).sum())
     failures = pd.concat(
         [pd.read_csv(MANIFEST_FAILURES, dtype=str, keep_default_na=False)]
         + [read_missing(BRANCHES_DIR / name) for name in params.branches]

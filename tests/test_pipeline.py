@@ -99,14 +99,14 @@ def test_fusion_experiment_reuses_every_cached_feature(project):
     output = run(["dvc", "exp", "run", "-S", "fusion=fbp"], project)
     # validate_params checks every changed params file; its output is unchanged, so the
     # manifest and everything after it but the fusion are skipped.
-    assert stages_run(output) == {"validate_params", "fusion", "late_fusion", "evaluate"}, output[-3000:]
+    assert stages_run(output) == {"validate_params", "fusion", "late_fusion", "predict_unlabeled", "evaluate"}, output[-3000:]
     models = json.loads((project / "reports/metrics.json").read_text())["models"]
     assert "fusion_fbp" in models and models["fusion_fbp"]["uar"] > 2 / 7
 
 
 def test_sequence_fusion_experiment_trains_on_cached_features(project):
     output = run(["dvc", "exp", "run", "-S", "fusion=leader_follower", "-S", "late_fusion.method=stacking"], project)
-    assert stages_run(output) == {"validate_params", "fusion", "late_fusion", "evaluate"}, output[-3000:]
+    assert stages_run(output) == {"validate_params", "fusion", "late_fusion", "predict_unlabeled", "evaluate"}, output[-3000:]
     models = json.loads((project / "reports/metrics.json").read_text())["models"]
     assert models["fusion_leader_follower"]["uar"] > 2 / 7
     weights = json.loads((project / "models/late_fusion/weights.json").read_text())

@@ -32,13 +32,17 @@ def _listing(names: pd.Series, limit: int = 10) -> str:
 
 
 def apply_label_map(clips: pd.DataFrame, data: DataParams) -> tuple[pd.DataFrame, int]:
-    """Map corpus labels onto ``data.labels``; returns the clips kept and the count dropped."""
+    """Map corpus labels onto ``data.labels``; returns the clips kept and the count dropped
+    (mapped to ''). A clip listed without a label (an official test split, ABAW test videos,
+    unlabeled rows of a csv corpus) is kept unlabeled: extracted and predicted, never trained
+    or scored on (see :func:`unlabeled_rows`)."""
     if not data.labels and (clips["label"] == "").all():
         return clips, 0  # a continuous corpus: per-frame targets, no class labels
+    listed_without = clips["label"] == ""
     labels = clips["label"].map(lambda label: data.label_map.get(label, label))
-    dropped = labels == ""
+    dropped = (labels == "") & ~listed_without
     clips = clips.assign(label=labels)[~dropped]
-    unknown = clips[~clips["label"].isin(data.labels)]
+    unknown = clips[~clips["label"].isin(data.labels) & (clips["label"] != "")]
     if len(unknown):
         raise DatasetError(
             f"{len(unknown)} clip(s) have labels outside data.labels {data.labels}: "
@@ -46,6 +50,14 @@ def apply_label_map(clips: pd.DataFrame, data: DataParams) -> tuple[pd.DataFrame
             + ". Map them with data.label_map, or map them to '' to drop them."
         )
     return clips, int(dropped.sum())
+
+
+def unlabeled_rows(manifest: pd.DataFrame, data: DataParams) -> pd.Series:
+    """The clips without what a model learns from: no class label where the experiment has
+    classes, no per-frame annotation file where it has none (a continuous corpus)."""
+    if data.labels:
+        return manifest["label"].fillna("").astype(str) == ""
+    return manifest["targets"].fillna("").astype(str) == ""
 
 
 def check_clips(clips: pd.DataFrame, root: Path, allow_outside_root: bool = False) -> None:
@@ -174,22 +186,27 @@ def build_manifest(data: DataParams) -> tuple[pd.DataFrame, list[dict[str, str]]
     if not rows:
         raise DatasetError(f"no usable clip in {root}; failures: {failures[:5]}")
     manifest = pd.DataFrame(rows)
-    check_classes(manifest["label"], data, dropped, left_out)
+    unlabeled = unlabeled_rows(manifest, data)
+    check_classes(manifest.loc[~unlabeled, "label"], data, dropped, left_out)
     groups = manifest["speaker"] if data.group_by == "speaker" else manifest["clip_id"]
     # The held-out test set (fold -1): the corpus's official test split, or listed groups.
     test = (manifest["split"] == data.test_split) if data.test_split else pd.Series(False, index=manifest.index)
     test |= groups.astype(str).isin(data.test_groups)
     if data.test_split and not test.any():
         raise DatasetError(f"{root}: data.test_split {data.test_split!r} matches no clip; splits: {sorted(set(manifest['split']))}")
+    # Unlabeled clips are in no fold (-1, like the test set, which they join in prediction
+    # only: every task leaves them out of training and scoring).
+    folded = ~test & ~unlabeled
     manifest["fold"] = -1
-    manifest.loc[~test, "fold"] = assign_folds(groups[~test].astype(str), data.folds)
-    if manifest.loc[~test, "fold"].nunique() < 2:
+    manifest.loc[folded, "fold"] = assign_folds(groups[folded].astype(str), data.folds)
+    if manifest.loc[folded, "fold"].nunique() < 2:
         raise DatasetError(
             f"{root}: cross-validation needs at least 2 folds, but all {len(manifest)} clips share one "
             f"{data.group_by}; set data.group_by: clip (and data.folds) for a single-speaker corpus"
         )
     manifest = manifest[MANIFEST_COLUMNS].sort_values("clip_id").reset_index(drop=True)
-    counts = {"listed": len(clips) + dropped, "dropped_by_label_map": dropped, "failed": left_out, "kept": len(manifest)}
+    counts = {"listed": len(clips) + dropped, "dropped_by_label_map": dropped, "failed": left_out, "kept": len(manifest),
+              "unlabeled": int(unlabeled_rows(manifest, data).sum())}
     return manifest, failures, counts
 
 

@@ -183,3 +183,12 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
 
 def _resampled(resampler: av.AudioResampler, frame: av.AudioFrame | None) -> list[np.ndarray]:
     return [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+
+
+def frame_count(path: str | Path) -> int:
+    """The number of frames of the file's first video stream, from its packets (no decoding;
+    the container's frame count is unreliable for some formats); 0 without video."""
+    with _open(path) as container:
+        if not container.streams.video:
+            return 0
+        return sum(1 for packet in container.demux(video=0) if packet.size)

@@ -108,6 +108,11 @@ class Task:
         """The clips a model can learn from, and a failures row for each clip left out."""
         return manifest, []
 
+    def unlabeled(self, manifest: pd.DataFrame) -> pd.Series:
+        """The clips without this task's targets: never trained or scored on, only predicted
+        by the final models (stage predict_unlabeled)."""
+        return pd.Series(False, index=manifest.index)
+
     # -- training and prediction --------------------------------------------------------------
     def prepare(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, train=None, with_targets: bool = True,
                 dims: dict[str, int] | None = None) -> TaskData:

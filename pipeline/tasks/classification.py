@@ -158,6 +158,13 @@ class ClassificationTask(Task):
     def output_size(self) -> int:
         return len(self.classes)
 
+    def unlabeled(self, manifest):
+        return manifest["label"].fillna("").astype(str) == ""
+
+    def usable_clips(self, manifest):
+        """The labelled clips; unlabeled ones (an empty label) are not failures, only never learnt from."""
+        return manifest[~self.unlabeled(manifest)], []
+
     def prepare(self, branch_sequences, clips, train=None, with_targets=True, dims=None):
         return ClassificationData(branch_sequences, clips, self.classes, train, with_targets, dims)
 

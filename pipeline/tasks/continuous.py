@@ -233,9 +233,12 @@ class ContinuousTask(Task):
     def output_size(self):
         return len(self.dimensions)
 
+    def unlabeled(self, manifest):
+        return manifest["targets"].fillna("").astype(str) == ""
+
     def usable_clips(self, manifest):
         """Clips with a per-frame annotation file (the others are recorded, not fatal)."""
-        has = manifest["targets"].fillna("").astype(str) != ""
+        has = ~self.unlabeled(manifest)
         missing = [{"clip_id": c, "stage": "train", "reason": "no per-frame annotation (targets) for the continuous task"}
                    for c in manifest.loc[~has, "clip_id"]]
         return manifest[has], missing

@@ -36,7 +36,7 @@ def test_manifest_rows_folds_and_failures(tmp_path, clip_factory):
     assert set(reasons) == {"zero", "corrupt"}
     assert "empty" in reasons["zero"] and "zero.mp4" in reasons["zero"]
     assert "corrupt.mp4" in reasons["corrupt"]
-    assert counts == {"listed": 6, "dropped_by_label_map": 0, "failed": 2, "kept": 4}
+    assert counts == {"listed": 6, "dropped_by_label_map": 0, "failed": 2, "kept": 4, "unlabeled": 0}
 
 
 def test_unknown_label_is_an_error_naming_the_files(tmp_path, clip_factory):
@@ -123,7 +123,7 @@ def test_a_broken_audio_file_keeps_the_video_and_the_reverse(tmp_path, clip_fact
     [both] = reasons["bad_both"]
     assert str(tmp_path / "broken.mp4") in both and str(tmp_path / "broken.wav") in both
     assert {f["stage"] for f in failures} == {"manifest"}
-    assert counts == {"listed": 6, "dropped_by_label_map": 0, "failed": 1, "kept": 5}
+    assert counts == {"listed": 6, "dropped_by_label_map": 0, "failed": 1, "kept": 5, "unlabeled": 0}
 
 
 def test_duplicate_stems_name_every_file(tmp_path, clip_factory):

@@ -24,7 +24,7 @@ import yaml
 
 from pipeline.datasets.demo.generator import generate
 from pipeline.datasets.demo.spec import DemoSpec
-from pipeline.devtools import copy_project, run
+from pipeline.devtools import copy_project, run, tiny_experiment_params
 from pipeline.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,21 +196,7 @@ def make_corpus(root: Path, outside: Path) -> pd.DataFrame:
 def tiny_params(corpus: Path) -> dict:
     """The repository's params with a cheap experiment on the corpus: face geometry and a
     coarse log-Mel, stats heads, two epochs, two speaker folds."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(dataset="csv", root=str(corpus), labels=["happy", "sad"], folds=2)
-    params["faces"].update(fps=2.0, workers=1)
-    params["audio"].update(workers=1)
-    params["extractors"] = {
-        "geometry": {"type": "face_geometry", "input": "faces"},
-        "logmel": {"type": "logmel", "input": "audio", "options": {"n_mels": 16, "hop_ms": 50.0}},
-    }
-    head = {"type": "stats", "options": {"hidden": 8, "dropout": 0.0}}
-    params["branches"] = {"face": {"features": "geometry", "head": head}, "voice": {"features": "logmel", "head": head}}
-    params["train"].update(epochs=2, patience=2, batch_size=8, workers=1)
-    params["cross_modal"] = {"branches": ["face", "voice"], "options": {"concat": {"hidden": 8, "dropout": 0.0}}}
-    params["fusion"] = "concat"
-    params["late_fusion"] = {"members": ["face", "voice", "fusion"], "method": "mean", "grid_step": 0.1}
-    return params
+    return tiny_experiment_params(REPO, corpus, dataset="csv", folds=2)
 
 
 @pytest.fixture(scope="module")
