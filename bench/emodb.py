@@ -3,7 +3,7 @@ the project, leave one speaker out (10 folds), every choice made inside the trai
 under each speaker standardisation protocol.
 
     python bench/emodb.py [--root ../shared/data/emodb] [--keep DIR]
-                          [--protocols train-speakers,transductive] [--seeds 3] [--members all|svm-only]
+                          [--protocols train-speakers,transductive] [--seeds 3] [--members all|svm-only|light]
 
 For each protocol (train-speakers: the training speakers' statistics only, non-transductive;
 transductive: each speaker's own, test speakers included, the GeMAPS paper's protocol) and each
@@ -11,7 +11,8 @@ seed (train.seed), `dvc repro evaluate` runs the recipe; the features are extrac
 the extraction time of the 535 files on this machine's cores, each run's training time, and per
 protocol the unweighted average recall, accuracy and macro-F1 of every member and the late
 fusion: mean and standard deviation over the seeds (the linear-SVM members are deterministic;
-the neural ones move with the seed). ``--members svm-only`` runs the ComParE, eGeMAPS and emobase
+the neural ones move with the seed). ``--members light`` adds egemaps_mlp and logmel_tcn to the SVMs
+(no VGG, no cross-modal fusion: ~15 min a run). ``--members svm-only`` runs the ComParE, eGeMAPS and emobase
 linear-SVM branches and their late fusion only (minutes instead of over an hour on 2 cores).
 Targets (issue 19): late fusion UAR >= 0.88 non-transductive, >= 0.92 transductive.
 Reference (Eyben et al. 2016, linear SVM, C picked on the test folds, transductive):
@@ -38,17 +39,20 @@ from pipeline.devtools import copy_project, run_timed  # noqa: E402
 EXTRACTION_STAGES = ("audio", "extract@")
 TRAINING_STAGES = ("train@", "fusion", "late_fusion")
 SVM_MEMBERS = ["compare_svm", "egemaps_svm", "emobase_svm"]
+# The neural members that train in minutes rather than an hour (no VGG, no cross-modal fusion).
+LIGHT_MEMBERS = [*SVM_MEMBERS, "egemaps_mlp", "logmel_tcn"]
+MEMBER_SETS = {"svm-only": SVM_MEMBERS, "light": LIGHT_MEMBERS}
 TARGETS = {"train-speakers": 0.88, "transductive": 0.92}
 
 
-def svm_only(params: dict) -> dict:
-    """The recipe cut to its ComParE, eGeMAPS and emobase linear SVMs and their late fusion: no
-    log-Mel extraction, no neural branch, no cross-modal fusion."""
-    params["branches"] = {name: params["branches"][name] for name in SVM_MEMBERS}
+def only_members(params: dict, members: list[str]) -> dict:
+    """The recipe cut to these branches and their late fusion: no cross-modal fusion, and only
+    the extractors they read (svm-only: no log-Mel extraction)."""
+    params["branches"] = {name: params["branches"][name] for name in members}
     used = {branch["features"] for branch in params["branches"].values()}
     params["extractors"] = {name: spec for name, spec in params["extractors"].items() if name in used}
     params["cross_modal"]["branches"] = []
-    params["late_fusion"]["members"] = list(SVM_MEMBERS)
+    params["late_fusion"]["members"] = list(members)
     return params
 
 
@@ -87,7 +91,8 @@ def main() -> None:
     parser.add_argument("--protocols", default="train-speakers,transductive",
                         help="comma-separated train.speaker_standardization protocols (none, train-speakers, transductive)")
     parser.add_argument("--seeds", type=int, help="train.seed 0..N-1 per protocol (default 3; 1 with --members svm-only)")
-    parser.add_argument("--members", choices=["all", "svm-only"], default="all")
+    parser.add_argument("--members", choices=["all", *MEMBER_SETS], default="all",
+                        help="svm-only: the three linear SVMs; light: those plus egemaps_mlp and logmel_tcn")
     args = parser.parse_args()
     if not args.root.exists():
         raise SystemExit(f"{args.root}: EmoDB not found (pass --root or set AVER_SHARED_DATA)")
@@ -99,8 +104,8 @@ def main() -> None:
     print(f"project copy: {root}  (cores: {os.cpu_count()}); protocols {protocols}, seeds {seeds}, members {args.members}", flush=True)
     run_timed([sys.executable, "-m", "pipeline.setups", "emodb", "--root", str(args.root.resolve()), "--no-run"], root)
     base = yaml.safe_load((root / "params.yaml").read_text())
-    if args.members == "svm-only":
-        base = svm_only(base)
+    if args.members in MEMBER_SETS:
+        base = only_members(base, MEMBER_SETS[args.members])
     members = list(base["late_fusion"]["members"])
 
     results: dict[str, list[dict]] = {p: [] for p in protocols}
