@@ -57,7 +57,7 @@ class FerMiniXception(FrameModel):
         classes = self.located.known.classes
         model = MiniXception(len(classes))
         load_keras_weights(model, path)
-        return model, EMBEDDING_DIM + len(classes)
+        return model.fold_batch_norm(), EMBEDDING_DIM + len(classes)  # frozen: never trained here
 
     def preprocess(self, crops: np.ndarray) -> Any:
         from pipeline.extractors.mini_xception import preprocess_gray64

@@ -54,6 +54,14 @@ class KerasSameMaxPool2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         top, bottom = _keras_same_padding(x.shape[-2], self.kernel, self.stride)
         left, right = _keras_same_padding(x.shape[-1], self.kernel, self.stride)
+        # Without a padded copy where torch pools the same windows (the copy costs as much as the
+        # pool): per axis, padding on both sides alike is torch's own; padding only after, by
+        # less than the stride, is ceil_mode's partial last window.
+        def native(before: int, after: int) -> bool:
+            return (before == after and 2 * before <= self.kernel) or (before == 0 and after < self.stride)
+
+        if native(top, bottom) and native(left, right):
+            return F.max_pool2d(x, self.kernel, self.stride, padding=(top, left), ceil_mode=True)
         x = F.pad(x, (left, right, top, bottom), value=-math.inf)
         return F.max_pool2d(x, self.kernel, self.stride)
 
@@ -87,7 +95,7 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         residual = self.shortcut_bn(self.shortcut_conv(x))
-        x = F.relu(self.bn1(self.sep1(x)))
+        x = F.relu(self.bn1(self.sep1(x)), inplace=True)
         x = self.pool(self.bn2(self.sep2(x)))
         # The original model has no activation after the add.
         return x + residual
@@ -110,14 +118,34 @@ class MiniXception(nn.Module):
         # whatever the input layout; outputs are identical.
         self.to(memory_format=torch.channels_last)
 
+    def fold_batch_norm(self) -> MiniXception:
+        """For inference only: every BatchNorm folded into the convolution before it (its
+        moving statistics become the conv's scale and bias), which removes a third of the
+        CPU time of a frozen forward pass; outputs equal to float rounding. The model can no
+        longer be fine-tuned."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        self.eval()
+        pairs = [(self, "conv1", "bn1"), (self, "conv2", "bn2")]
+        for block in self.blocks:
+            pairs += [(block.sep1, "pointwise", None), (block.sep2, "pointwise", None), (block, "shortcut_conv", "shortcut_bn")]
+        batch_norms = {id(block.sep1): (block, "bn1") for block in self.blocks} | {id(block.sep2): (block, "bn2") for block in self.blocks}
+        for owner, conv_name, bn_name in pairs:
+            bn_owner, bn_name = (owner, bn_name) if bn_name else batch_norms[id(owner)]
+            fused = fuse_conv_bn_eval(getattr(owner, conv_name), getattr(bn_owner, bn_name))
+            setattr(owner, conv_name, fused)
+            setattr(bn_owner, bn_name, nn.Identity())
+        return self.to(memory_format=torch.channels_last)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: [N,1,64,64] in [-1,1] -> (embedding [N,128], logits [N,num_classes]).
 
         softmax(logits) is the Keras model's prediction; the embedding is the global
         average of the last residual block, i.e. the classifier conv's input.
         """
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
+        # In place: a fresh tensor each time costs as much as the activation itself.
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        x = F.relu(self.bn2(self.conv2(x)), inplace=True)
         for block in self.blocks:
             x = block(x)
         embedding = x.mean(dim=(2, 3))

