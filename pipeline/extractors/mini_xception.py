@@ -289,4 +289,4 @@ def preprocess_gray64(gray_uint8: np.ndarray) -> Tensor:
         expected = f"[N,{INPUT_SIZE},{INPUT_SIZE}] or [{INPUT_SIZE},{INPUT_SIZE}]"
         raise ValueError(f"expected {expected} grayscale faces, got shape {gray_uint8.shape}")
     x = torch.from_numpy(np.ascontiguousarray(gray_uint8)).float().unsqueeze(1)
-    return (x / 255.0 - 0.5) * 2.0  # same arithmetic as fer, for bit-identical inputs
+    return x.div_(255.0).sub_(0.5).mul_(2.0)  # fer's arithmetic (bit-identical inputs), in place
