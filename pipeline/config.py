@@ -184,7 +184,7 @@ class BranchParams:
     features: str
     head: HeadParams = field(default_factory=HeadParams)
     # A seed ensemble: each fold trains this many models (seeds derived from train.seed, see
-    # pipeline/training.py member_seed) and its scores are their mean; 1 is a single model.
+    # pipeline/training.py fold_seed) and its scores are their mean; 1 is a single model.
     seeds: int = 1
 
 

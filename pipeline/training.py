@@ -9,7 +9,7 @@ the batches, the loss, the per-clip outputs and the score rows; the member is ei
 model (:class:`NeuralFolds`) or a classical head fit on pooled statistics (:class:`PooledFolds`).
 
 A seed ensemble (``seeds`` > 1) trains each fold that many times with different seeds
-(:func:`member_seed`); the fold's output for a clip is the task's ``merge_seeds`` of its
+(:func:`fold_seed`); the fold's output for a clip is the task's ``merge_seeds`` of its
 models' outputs (their mean), for the held-out fold and the test split alike.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ CURVE_COLUMNS = ["fold", "seed", "epoch", "train_loss", "val_loss"]
 ENSEMBLE_SEED_STRIDE = 1000
 
 
-def member_seed(train_seed: int, fold: int, index: int = 0) -> int:
+def fold_seed(train_seed: int, fold: int, index: int = 0) -> int:
     """The seed of model ``index`` of fold ``fold``'s ensemble (index 0: the single model)."""
     return (train_seed + index * ENSEMBLE_SEED_STRIDE) * 1000 + fold
 
@@ -402,7 +402,7 @@ def cross_validate(
     """``clips`` has clip_id, fold, speaker and the task's targets (label; or targets,
     duration_s for the continuous task); every clip must be in at least one branch.
     ``label`` names the member in the progress lines. ``seeds``: models per fold (a seed
-    ensemble, merged by the task's ``merge_seeds``); 1 trains today's single model.
+    ensemble, merged by the task's ``merge_seeds``); 1: a single model per fold.
 
     The features are normalised first (``params.feature_normalization``), then standardised
     by the protocol ``params.speaker_standardization`` (:mod:`pipeline.normalization`):
@@ -426,7 +426,7 @@ def cross_validate(
     models = fold_models(spec, params, task)
     models.prepare(data)
     folds = fold_rows(clips["fold"].to_numpy())
-    jobs = [FoldJob(fold, train, predicted, member_seed(params.seed, fold, index), position, index)
+    jobs = [FoldJob(fold, train, predicted, fold_seed(params.seed, fold, index), position, index)
             for position, (fold, train, predicted) in enumerate(folds, 1) for index in range(seeds)]
     progress = Progress(label, len(folds), params.epochs, seeds=seeds)
 
