@@ -4,6 +4,7 @@ under each speaker standardisation protocol.
 
     python bench/emodb.py [--root ../shared/data/emodb] [--keep DIR]
                           [--protocols train-speakers,transductive] [--seeds 3] [--members all|svm-only|light]
+                          [--ensemble N]
 
 For each protocol (train-speakers: the training speakers' statistics only, non-transductive;
 transductive: each speaker's own, test speakers included, the GeMAPS paper's protocol) and each
@@ -14,6 +15,9 @@ fusion: mean and standard deviation over the seeds (the linear-SVM members are d
 the neural ones move with the seed). ``--members light`` adds egemaps_mlp and logmel_tcn to the SVMs
 (no VGG, no cross-modal fusion: ~15 min a run). ``--members svm-only`` runs the ComParE, eGeMAPS and emobase
 linear-SVM branches and their late fusion only (minutes instead of over an hour on 2 cores).
+``--ensemble N`` makes every neural branch and the cross-modal fusion a seed ensemble
+(``seeds: N``: each fold the mean of N models; about N times their training time); the spread
+over train.seed then measures how much the ensembles still move.
 Targets (issue 19): late fusion UAR >= 0.88 non-transductive, >= 0.92 transductive.
 Reference (Eyben et al. 2016, linear SVM, C picked on the test folds, transductive):
 eGeMAPS 0.811, ComParE 0.860.
@@ -56,6 +60,18 @@ def only_members(params: dict, members: list[str]) -> dict:
     return params
 
 
+def seed_ensembles(params: dict, seeds: int) -> dict:
+    """``seeds: N`` on every neural branch and on the cross-modal fusion (a linear SVM fits the
+    same model whatever the seed)."""
+    from pipeline.heads import capabilities
+
+    for branch in params["branches"].values():
+        if capabilities(branch["head"]["type"]).neural:
+            branch["seeds"] = seeds
+    params["cross_modal"]["seeds"] = seeds
+    return params
+
+
 def member_scores(root: Path, members: list[str]) -> dict[str, dict[str, float]]:
     """Out-of-fold accuracy, UAR and macro-F1 of every member and the late fusion, from their
     score files (independent of the report's layout)."""
@@ -93,7 +109,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="train.seed 0..N-1 per protocol (default 3; 1 with --members svm-only)")
     parser.add_argument("--members", choices=["all", *MEMBER_SETS], default="all",
                         help="svm-only: the three linear SVMs; light: those plus egemaps_mlp and logmel_tcn")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="N",
+                        help="seeds: N (a seed ensemble) on every neural branch and the cross-modal fusion (default 1)")
     args = parser.parse_args()
+    if args.ensemble < 1:
+        parser.error(f"--ensemble {args.ensemble}: at least one model per fold")
     if not args.root.exists():
         raise SystemExit(f"{args.root}: EmoDB not found (pass --root or set AVER_SHARED_DATA)")
     protocols = [p for p in args.protocols.split(",") if p]
@@ -101,11 +121,14 @@ def main() -> None:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="aver-emodb-"))
     workdir.mkdir(parents=True, exist_ok=True)
     root = copy_project(REPO, workdir)
-    print(f"project copy: {root}  (cores: {os.cpu_count()}); protocols {protocols}, seeds {seeds}, members {args.members}", flush=True)
+    print(f"project copy: {root}  (cores: {os.cpu_count()}); protocols {protocols}, seeds {seeds}, members {args.members}, "
+          f"ensemble {args.ensemble}", flush=True)
     run_timed([sys.executable, "-m", "pipeline.setups", "emodb", "--root", str(args.root.resolve()), "--no-run"], root)
     base = yaml.safe_load((root / "params.yaml").read_text())
     if args.members in MEMBER_SETS:
         base = only_members(base, MEMBER_SETS[args.members])
+    if args.ensemble > 1:
+        base = seed_ensembles(base, args.ensemble)
     members = list(base["late_fusion"]["members"])
 
     results: dict[str, list[dict]] = {p: [] for p in protocols}

@@ -12,14 +12,15 @@ and runs it without params.yaml:
   seen in training;
 - ``fold_statistics``: per branch and fold the training speakers' mean and std that fold's
   clips were standardised with (``train.speaker_standardization: train-speakers``);
-- ``folds``: every fold's model: a torch state_dict (the per-fold input standardisation is
-  in it), or a classical head's arrays and text (:mod:`pipeline.heads.pooled`).
+- ``folds``: every fold's models (one, or one per seed of a seed ensemble, with the seeds
+  they were trained with): a torch state_dict (the per-fold input standardisation is in it),
+  or a classical head's arrays and text (:mod:`pipeline.heads.pooled`).
 
 It holds tensors, numbers, strings, lists and dicts only, and is read with
 ``torch.load(weights_only=True)``: no pickled code. :func:`load_member` gives a
 :class:`TrainedMember` whose ``predict`` runs every fold model on new feature sequences and
 combines them as for the held-out test split (probabilities averaged; CCC-centred for the
-continuous task)::
+continuous task), a fold's seed models merged first as in training (their mean)::
 
     member = load_member("models/branches/voice/model.pt")
     features = member.read_features("features", clip_ids=["clip_a", "clip_b"])
@@ -41,7 +42,11 @@ from pipeline.store import FeatureStore
 from pipeline.tasks import Sequences, Task, task_from_description
 
 FORMAT = "aver.member"
-VERSION = 1
+# 2: each fold holds a list of states (a seed ensemble) and their seeds, where version 1 held
+# one state; version 1 files are still read. A version-1 reader refuses a version-2 file by its
+# version instead of predicting with one seed of an ensemble.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -70,16 +75,22 @@ def member_checkpoint(member: dict[str, Any], spec: ModelSpec, result) -> dict[s
     stores, train params (JSON-able); ``result``: its CrossValidationResult."""
     import torch
 
-    folds = []
-    for fold, state in zip(result.folds, result.fold_states):
+    by_fold: dict[int, dict[str, list]] = {}
+    seeds = result.seeds or [None] * len(result.folds)
+    for fold, seed, state in zip(result.folds, seeds, result.fold_states):
         if spec.pooled:
             state = {"head": _tensors(state["head"]), "chosen": plain(state.get("chosen", {}))}
-        folds.append({"fold": int(fold), "state": state})
+        entry = by_fold.setdefault(int(fold), {"seeds": [], "states": []})
+        entry["seeds"].append(-1 if seed is None else int(seed))
+        entry["states"].append(state)
+    folds = [{"fold": fold, **entry} for fold, entry in by_fold.items()]
+
     def tensors(by_key: dict) -> dict:
         return {str(key): {"mean": torch.from_numpy(mean.astype(np.float32)), "std": torch.from_numpy(std.astype(np.float32))}
                 for key, (mean, std) in by_key.items()}
 
-    description = plain({**member, "model": spec.describe(), "pooled_statistics": list(result.pooled_statistics)})
+    ensemble = max((len(entry["states"]) for entry in folds), default=1)
+    description = plain({**member, "model": spec.describe(), "pooled_statistics": list(result.pooled_statistics), "seeds": ensemble})
     return {"format": FORMAT, "version": VERSION, "member": description,
             "speaker_statistics": {branch: tensors(s) for branch, s in result.speaker_statistics.items()},
             "fold_statistics": {branch: tensors(s) for branch, s in getattr(result, "fold_statistics", {}).items()},
@@ -109,9 +120,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a member checkpoint (format {checkpoint.get('format') if isinstance(checkpoint, dict) else type(checkpoint).__name__!r})")
-    if checkpoint.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {checkpoint.get('version')}, this code reads version {VERSION}")
+    if checkpoint.get("version") not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path}: checkpoint version {checkpoint.get('version')}, this code reads versions {list(READABLE_VERSIONS)}")
     return checkpoint
+
+
+def fold_states(checkpoint: dict[str, Any]) -> list[list[dict]]:
+    """Per fold of the checkpoint, its models' states (one per seed; version 1: one)."""
+    return [entry["states"] if "states" in entry else [entry["state"]] for entry in checkpoint["folds"]]
 
 
 def _last_time(clip_id: str, branch_sequences: dict[str, Sequences]) -> float:
@@ -134,9 +150,14 @@ class TrainedMember:
     speaker_standardization: str   # the protocol (pipeline/normalization.py)
     description: dict[str, Any]
     fold_models: Any = None        # how the fold models predict (pipeline.training.NeuralFolds / PooledFolds)
-    models: list | None = None     # one per fold, in the order of ``folds``
+    models: list[list] | None = None  # per fold, in the order of ``folds``: its models (one per seed)
     feature_normalization: str = "none"
     fold_statistics: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] | None = None  # train-speakers
+
+    @property
+    def seeds(self) -> int:
+        """Models per fold: > 1 for a seed ensemble, whose fold output is their mean."""
+        return max((len(ensemble) for ensemble in self.models or []), default=1)
 
     @property
     def standardize_speakers(self) -> bool:
@@ -219,13 +240,19 @@ class TrainedMember:
             return self.task.prepare(standardized, clips, None, with_targets=False, dims=dims)
 
         rows = np.arange(len(clips))
+
+        def fold_outputs(number: int, ensemble: list) -> list[np.ndarray]:
+            """Fold ``number``'s output per row: its seed models' outputs merged as in training."""
+            given = fold_data(number)
+            outputs = [self.fold_models.predict(model, given, rows) for model in ensemble]
+            return [self.task.merge_seeds([o[r] for o in outputs]) for r in rows]
+
         if fold is not None:
             if fold not in self.folds:
                 raise KeyError(f"{self.path}: no fold {fold}; folds: {self.folds}")
-            model = self.models[self.folds.index(fold)]
-            frame = self.task.score_frame(data, rows, fold, self.fold_models.predict(model, fold_data(fold), rows))
+            frame = self.task.score_frame(data, rows, fold, fold_outputs(fold, self.models[self.folds.index(fold)]))
         else:
-            outputs = [self.fold_models.predict(model, fold_data(number), rows) for number, model in zip(self.folds, self.models)]
+            outputs = [fold_outputs(number, ensemble) for number, ensemble in zip(self.folds, self.models)]
             frame = self.task.score_frame(data, rows, -1, [self.task.merge_folds([o[r] for o in outputs]) for r in rows])
         keys = [c for c in ("clip_id", "time_s") if c in frame]
         return self.task.finish(frame[keys + self.task.score_columns()])
@@ -260,9 +287,9 @@ def load_member(path: str | Path) -> TrainedMember:
         raise CheckpointError(f"{path}: {error}") from None
     folds = [int(f["fold"]) for f in checkpoint["folds"]]
     models = fold_models(spec, None, task, member.get("pooled_statistics") or None)
-    states = [f["state"] if not spec.pooled else {"head": _arrays(f["state"]["head"])} for f in checkpoint["folds"]]
+    states = [[s if not spec.pooled else {"head": _arrays(s["head"])} for s in ensemble] for ensemble in fold_states(checkpoint)]
     return TrainedMember(
         path, member["name"], member["kind"], task, spec, member["stores"], folds, statistics,
-        protocol, member, models, [models.restore(s) for s in states],
+        protocol, member, models, [[models.restore(s) for s in ensemble] for ensemble in states],
         feature_normalization=train.get("feature_normalization", "none"), fold_statistics=fold_statistics,
     )

@@ -183,6 +183,9 @@ class HeadParams:
 class BranchParams:
     features: str
     head: HeadParams = field(default_factory=HeadParams)
+    # A seed ensemble: each fold trains this many models (seeds derived from train.seed, see
+    # pipeline/training.py fold_seed) and its scores are their mean; 1 is a single model.
+    seeds: int = 1
 
 
 # Whose statistics standardise the features (pipeline/normalization.py applies them).
@@ -248,6 +251,7 @@ class ContinuousParams:
 class CrossModalParams:
     branches: list[str] = field(default_factory=list)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: int = 1  # as branches.<name>.seeds, for the cross-modal fusion member
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,7 @@ class Params:
                 "predicted; for per-frame targets set task: continuous)"
             )
         _check_executors(self)
+        _check_seeds(self)
         for name, branch in self.branches.items():
             if branch.features not in self.extractors:
                 raise ParamsError(
@@ -294,6 +299,15 @@ class Params:
                 raise ParamsError(
                     f"late_fusion.members: {name!r} is neither a branch {sorted(self.branches)} nor 'fusion'"
                 )
+
+
+def _check_seeds(params: Params) -> None:
+    counts = {f"branches.{name}.seeds": branch.seeds for name, branch in params.branches.items()}
+    counts["cross_modal.seeds"] = params.cross_modal.seeds
+    for key, seeds in counts.items():
+        if seeds < 1:
+            raise ParamsError(f"{key}: {seeds} models per fold; a member trains at least one (1: a single model, N > 1: "
+                              "the mean of N models trained with different seeds)")
 
 
 def _check_executors(params: Params) -> None:
@@ -387,6 +401,10 @@ def _validate_capabilities(params: Params) -> None:
     task = TASKS.get(params.task)
     for name, branch in params.branches.items():
         head, where = capabilities(branch.head.type), f"branches.{name}.head.type"
+        if branch.seeds > 1 and not head.seeded:
+            raise ParamsError(f"branches.{name}.seeds: {branch.head.type!r} fits the same model whatever the seed, so "
+                              f"{branch.seeds} seeds would train one model {branch.seeds} times; use seeds: 1 (heads a "
+                              f"seed changes: {heads_with(seeded=True)})")
         if not head.neural and not task.pooled_heads:
             raise ParamsError(f"{where}: {branch.head.type!r} is a classical head on pooled clip statistics, which cannot learn "
                               f"task {params.task!r} (task); use a neural head: {heads_with(neural=True, per_step=True)}")

@@ -107,14 +107,21 @@ def model_figures(scores: pd.DataFrame, task: Task, spread: bool) -> dict:
     return report
 
 
-def experiment_metrics(models: dict[str, pd.DataFrame], task: Task, protocol: dict) -> dict:
+def experiment_metrics(models: dict[str, pd.DataFrame], task: Task, protocol: dict, seeds: dict[str, int] | None = None) -> dict:
     """Out-of-fold figures of every model under ``models``; figures on the held-out test set
-    (fold -1: an official split or data.test_groups) under ``test`` when there is one."""
+    (fold -1: an official split or data.test_groups) under ``test`` when there is one.
+    ``seeds``: models per fold of a seed-ensemble member (recorded as ``seeds`` beside its
+    figures when more than one)."""
+    ensembles = {name: n for name, n in (seeds or {}).items() if n > 1}
+
+    def figures(name: str, scores: pd.DataFrame, spread: bool) -> dict:
+        return {**model_figures(scores, task, spread), **({"seeds": ensembles[name]} if name in ensembles else {})}
+
     metrics = {"final": FINAL, "task": task.registry_name, "protocol": protocol,
-               "models": {name: model_figures(_part(scores, False), task, spread=True) for name, scores in models.items()}}
+               "models": {name: figures(name, _part(scores, False), spread=True) for name, scores in models.items()}}
     tested = {name: _part(scores, True) for name, scores in models.items() if len(_part(scores, True))}
     if tested:
-        metrics["test"] = {name: model_figures(scores, task, spread=False) for name, scores in tested.items()}
+        metrics["test"] = {name: figures(name, scores, spread=False) for name, scores in tested.items()}
     return metrics
 
 
@@ -183,7 +190,8 @@ def figures_table(section: dict[str, dict], task: Task, spread: bool) -> list[st
     titles += [f"{dict(columns)[task.headline]} per fold (mean ± sd, folds)"] if spread else []
     lines = ["| " + " | ".join(titles) + " |", "|---" * len(titles) + "|"]
     for name, report in section.items():
-        cells = [name, str(report["clips"]), *(_value(report.get(key)) for key, _ in columns)]
+        label = f"{name} (mean of {report['seeds']} seeds)" if report.get("seeds", 1) > 1 else name
+        cells = [label, str(report["clips"]), *(_value(report.get(key)) for key, _ in columns)]
         cells += [_spread(report, task.headline)] if spread else []
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -299,6 +307,12 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def read_seeds(directory: Path) -> int:
+    """Models per fold of the member in ``directory`` (its meta.json; 1 before seed ensembles)."""
+    path = directory / "meta.json"
+    return int(json.loads(path.read_text()).get("seeds", 1)) if path.exists() else 1
+
+
 def read_curves(directory: Path) -> pd.DataFrame:
     path = directory / "curves.csv"
     return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
@@ -312,7 +326,8 @@ def evaluate_experiment(params) -> ExperimentReport:
     models[fusion_model] = read_scores("fusion")
     models[FINAL] = read_parquet(LATE_FUSION_DIR / "scores.parquet")
     folds = max((_part(scores, False)["fold"].nunique() for scores in models.values() if len(scores)), default=0)
-    metrics = experiment_metrics(models, task, report_protocol(params, task, folds))
+    seeds = {name: read_seeds(BRANCHES_DIR / name) for name in params.branches} | {fusion_model: read_seeds(FUSION_DIR)}
+    metrics = experiment_metrics(models, task, report_protocol(params, task, folds), seeds)
     confusions = {}
     for name, scores in models.items():
         labelled = _part(scores, False)

@@ -50,8 +50,9 @@ class MemberRun:
         (out_dir / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
 
 
-def _cross_validate(spec: ModelSpec, sequences: dict, clips: pd.DataFrame, task: Task, params: Params, label: str) -> CrossValidationResult:
-    return cross_validate(spec, sequences, clips, task, params.train, label) if sequences else empty_result(task)
+def _cross_validate(spec: ModelSpec, sequences: dict, clips: pd.DataFrame, task: Task, params: Params, label: str,
+                    seeds: int) -> CrossValidationResult:
+    return cross_validate(spec, sequences, clips, task, params.train, label, seeds) if sequences else empty_result(task)
 
 
 def train_branch(params: Params, name: str, features: Path = Path("features"), manifest: pd.DataFrame | None = None) -> MemberRun:
@@ -69,13 +70,14 @@ def train_branch(params: Params, name: str, features: Path = Path("features"), m
     note = ""
     if not sequences:
         note = f"train@{name}: no clip has {branch.features} features; the branch scores nothing\n"  # e.g. faces on audio only
-    result = _cross_validate(model, {name: sequences}, clips, task, params, f"train@{name}")
+    result = _cross_validate(model, {name: sequences}, clips, task, params, f"train@{name}", branch.seeds)
     input_store = FeatureStore(features / params.extractors[branch.features].input)
     missing = pd.concat([missing_clips(manifest, set(sequences), [input_store, store], f"train@{name}"),
                          pd.DataFrame(unusable, columns=FAILURE_COLUMNS)], ignore_index=True)
     meta = {"branch": name, "features": branch.features, "task": task.describe(), "classes": params.data.labels,
-            "head": branch.head.type, "head_config": asdict(spec.head_config), "input_dim": spec.input_dim}
-    message = f"{note}train@{name}: {len(clips)} clips, {(~missing['clip_id'].isin(sequences)).sum()} missing, out-of-fold {task.summary(_labelled(result.scores))}"
+            "head": branch.head.type, "head_config": asdict(spec.head_config), "input_dim": spec.input_dim,
+            "seeds": branch.seeds}
+    message = f"{note}train@{name}: {len(clips)} clips, {(~missing['clip_id'].isin(sequences)).sum()} missing, out-of-fold {task.summary(_labelled(result.scores))}{_ensemble(branch.seeds)}"
     return MemberRun(name, "branch", task, model, result, missing, meta, {name: {"features": branch.features, "identities": identities}},
                      asdict(params.train), message)
 
@@ -101,17 +103,22 @@ def train_fusion(params: Params, features: Path = Path("features"), manifest: pd
     partial = {name: sorted(covered - set(s)) for name, s in sequences.items()}
     fusion = params.fusion if len(specs) > 1 else None
     model = ModelSpec(specs, task.output_size(), fusion, fusion_config if fusion else None)
-    result = _cross_validate(model, sequences, clips, task, params, "fusion")
+    result = _cross_validate(model, sequences, clips, task, params, "fusion", params.cross_modal.seeds)
     missing = pd.DataFrame(
         [{"clip_id": c, "stage": "fusion", "reason": "no features in any fused branch"} for c in manifest["clip_id"] if c not in covered],
         columns=FAILURE_COLUMNS,
     )
     meta = {"fusion": fusion, "fusion_config": asdict(fusion_config), "branches": list(sequences), "task": task.describe(),
             "classes": params.data.labels, "clips_missing_a_modality": {name: len(ids) for name, ids in partial.items()},
-            "heads": {s.name: {"type": s.head, "config": asdict(s.head_config), "input_dim": s.input_dim} for s in specs}}
+            "heads": {s.name: {"type": s.head, "config": asdict(s.head_config), "input_dim": s.input_dim} for s in specs},
+            "seeds": params.cross_modal.seeds}
     message = (f"{''.join(notes)}fusion ({params.fusion}): {len(clips)} clips ({meta['clips_missing_a_modality']} missing a modality), "
-               f"out-of-fold {task.summary(_labelled(result.scores))}")
+               f"out-of-fold {task.summary(_labelled(result.scores))}{_ensemble(params.cross_modal.seeds)}")
     return MemberRun("fusion", "fusion", task, model, result, missing, meta, stores, asdict(params.train), message)
+
+
+def _ensemble(seeds: int) -> str:
+    return f" (each fold the mean of {seeds} seeds)" if seeds > 1 else ""
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:

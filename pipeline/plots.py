@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 PNG_METADATA = {"Software": None}
-CURVE_KEYS = ("fold", "epoch")
+CURVE_KEYS = ("fold", "seed", "epoch")  # seed: the model of a fold's seed ensemble
 
 
 def _figure(width: float, height: float):
@@ -82,26 +82,31 @@ def recall_figure(recall: pd.DataFrame, classes: list[str], chance: float, path:
 
 def curve_columns(curves: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(loss columns, score columns) of a member's curves.csv: every numeric column other
-    than the fold and the epoch; those named ``*loss`` are losses."""
+    than the fold, the seed and the epoch; those named ``*loss`` are losses."""
     values = [c for c in curves.columns if c not in CURVE_KEYS and pd.api.types.is_numeric_dtype(curves[c])]
     losses = [c for c in values if c.endswith("loss")]
     return losses, [c for c in values if c not in losses]
 
 
 def curves_figure(curves: pd.DataFrame, title: str, path: Path) -> Path:
-    """Every fold's curve (thin) and their mean over the folds still training at that epoch
-    (thick), losses in one panel and any validation score in a second."""
+    """Every fold model's curve (thin; one per fold and seed of a seed ensemble) and their mean
+    over the models still training at that epoch (thick), losses in one panel and any
+    validation score in a second."""
     losses, scores = curve_columns(curves)
     panels = [("loss", losses)] + ([("score", scores)] if scores else [])
+    models = ["fold", "seed"] if "seed" in curves else ["fold"]
+    seeds = curves["seed"].nunique() if "seed" in curves else 1
     figure = _figure(6.0 * len(panels), 4.0)
-    figure.suptitle(f"{title}: training curves ({curves['fold'].nunique()} folds)")
+    figure.suptitle(f"{title}: training curves ({curves['fold'].nunique()} folds"
+                    + (f" x {seeds} seeds" if seeds > 1 else "") + ")")
     colours = dict(zip(losses + scores, [f"C{i}" for i in range(len(losses) + len(scores))]))
     for axes, (label, columns) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
         for column in columns:
-            for _, fold in curves.groupby("fold"):
-                axes.plot(fold["epoch"], fold[column], color=colours[column], alpha=0.25, linewidth=0.8)
+            for _, model in curves.groupby(models):
+                axes.plot(model["epoch"], model[column], color=colours[column], alpha=0.25, linewidth=0.8)
             mean = curves.groupby("epoch")[column].mean()
-            axes.plot(mean.index, mean.to_numpy(), color=colours[column], linewidth=2.0, label=f"{column} (mean over folds)")
+            axes.plot(mean.index, mean.to_numpy(), color=colours[column], linewidth=2.0,
+                      label=f"{column} (mean over {'fold models' if seeds > 1 else 'folds'})")
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
         axes.legend(fontsize=8)

@@ -7,6 +7,10 @@ split (fold -1) never train; every fold model predicts them and the task merges 
 models' outputs. One fold loop serves every task: the task (:mod:`pipeline.tasks`) supplies
 the batches, the loss, the per-clip outputs and the score rows; the member is either a torch
 model (:class:`NeuralFolds`) or a classical head fit on pooled statistics (:class:`PooledFolds`).
+
+A seed ensemble (``seeds`` > 1) trains each fold that many times with different seeds
+(:func:`fold_seed`); the fold's output for a clip is the task's ``merge_seeds`` of its
+models' outputs (their mean), for the held-out fold and the test split alike.
 """
 from __future__ import annotations
 
@@ -70,17 +74,27 @@ from pipeline.normalization import (  # noqa: E402
 @dataclass
 class CrossValidationResult:
     scores: pd.DataFrame                 # the task's score matrix (out-of-fold rows, test rows fold -1)
-    fold_states: list[dict]              # per fold: the torch state_dict, or the pooled head's state
-    curves: pd.DataFrame                 # fold, epoch, train_loss, val_loss
+    fold_states: list[dict]              # per fold and seed: the torch state_dict, or the pooled head's state
+    curves: pd.DataFrame                 # fold, seed (0..seeds-1), epoch, train_loss, val_loss
     folds: list[int] = field(default_factory=list)  # the fold number of each state
     # branch -> speaker -> (mean, std), when the features were standardised per speaker
     speaker_statistics: dict[str, SpeakerStatistics] = field(default_factory=dict)
     # branch -> fold -> (mean, std) of the training speakers, under train-speakers
     fold_statistics: dict[str, dict[int, Statistics]] = field(default_factory=dict)
     pooled_statistics: list[str] = field(default_factory=list)  # what a pooled head pooled
+    seeds: list[int] = field(default_factory=list)  # the seed each state was trained with
 
 
-CURVE_COLUMNS = ["fold", "epoch", "train_loss", "val_loss"]
+CURVE_COLUMNS = ["fold", "seed", "epoch", "train_loss", "val_loss"]
+# Model k of a seed ensemble trains as the single model of train.seed + k * this would: an
+# ensemble of N is the mean of those N single models, and the ensembles of train.seed values
+# below the stride share no model.
+ENSEMBLE_SEED_STRIDE = 1000
+
+
+def fold_seed(train_seed: int, fold: int, index: int = 0) -> int:
+    """The seed of model ``index`` of fold ``fold``'s ensemble (index 0: the single model)."""
+    return (train_seed + index * ENSEMBLE_SEED_STRIDE) * 1000 + fold
 
 
 def empty_result(task: Task) -> CrossValidationResult:
@@ -105,6 +119,7 @@ class FoldJob:
     predict_rows: np.ndarray
     seed: int
     position: int = 0  # 1-based, among the member's folds (progress lines)
+    seed_index: int = 0  # 0-based, among the fold's seed ensemble
 
 
 @dataclass
@@ -139,34 +154,41 @@ PROGRESS_INTERVAL_S = 15.0  # at most one epoch line per fold worker this often
 
 
 class Progress:
-    """Progress lines of one member's cross-validation: per fold its epoch and best validation
-    loss so far (at most one line per ``interval_s`` per fold process, from inside the forked
-    fold workers), and at each finished fold the folds done and an estimate of the time left."""
+    """Progress lines of one member's cross-validation: per fold (and seed, in a seed ensemble)
+    its epoch and best validation loss so far (at most one line per ``interval_s`` per fold
+    process, from inside the forked fold workers), and at each finished fold model the models
+    done and an estimate of the time left."""
 
-    def __init__(self, label: str, folds: int, epochs: int, interval_s: float | None = None) -> None:
-        self.label, self.folds, self.epochs = label or "training", folds, epochs
+    def __init__(self, label: str, folds: int, epochs: int, interval_s: float | None = None, seeds: int = 1) -> None:
+        self.label, self.folds, self.epochs, self.seeds = label or "training", folds, epochs, seeds
         self.interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
         self.started = time.monotonic()
         self.done = 0
         self._last = -float("inf")
 
-    def epoch(self, position: int, epoch: int, best: float, best_epoch: int, fold_started: float) -> None:
+    def where(self, job: FoldJob) -> str:
+        seed = f" seed {job.seed_index + 1}/{self.seeds}" if self.seeds > 1 else ""
+        return f"fold {job.position}/{self.folds}{seed}"
+
+    def epoch(self, job: FoldJob, epoch: int, best: float, best_epoch: int, fold_started: float) -> None:
         now = time.monotonic()
         if now - self._last < self.interval_s:
             return
         self._last = now
         per_epoch = (now - fold_started) / (epoch + 1)
-        print(f"{self.label}: fold {position}/{self.folds} epoch {epoch + 1}/{self.epochs}, best val_loss {best:.4f} "
+        print(f"{self.label}: {self.where(job)} epoch {epoch + 1}/{self.epochs}, best val_loss {best:.4f} "
               f"(epoch {best_epoch + 1}); this fold at most {duration(per_epoch * (self.epochs - epoch - 1))} more", flush=True)
 
-    def fold_done(self, position: int, outcome: "FoldOutcome") -> None:
+    def fold_done(self, job: FoldJob, outcome: "FoldOutcome") -> None:
         self.done += 1
+        total = self.folds * self.seeds
         elapsed = time.monotonic() - self.started
         # Folds run side by side: the ones left take about as long per fold as the finished ones.
-        left = elapsed / self.done * (self.folds - self.done)
+        left = elapsed / self.done * (total - self.done)
         curve = outcome.curve
         detail = (f"{len(curve)} epochs, best val_loss {min(p['val_loss'] for p in curve):.4f}" if curve else "fit")
-        print(f"{self.label}: fold {position}/{self.folds} done ({detail}); {self.done}/{self.folds} folds in "
+        count = f"{self.done}/{total} fold models" if self.seeds > 1 else f"{self.done}/{total} folds"
+        print(f"{self.label}: {self.where(job)} done ({detail}); {count} in "
               f"{duration(elapsed)}, about {duration(left)} left", flush=True)
 
 
@@ -254,7 +276,7 @@ class NeuralFolds:
         report = None
         if progress is not None:
             started = time.monotonic()
-            report = lambda epoch, best, best_epoch: progress.epoch(job.position, epoch, best, best_epoch, started)  # noqa: E731
+            report = lambda epoch, best, best_epoch: progress.epoch(job, epoch, best, best_epoch, started)  # noqa: E731
         model, curve = self.train(data, job.train_rows, job.seed, report)
         return FoldOutcome(model.state_dict(), curve, data.predict(model, job.predict_rows))
 
@@ -347,12 +369,23 @@ def map_folds(run: Callable, jobs: list, workers: int, on_done: Callable[[int, A
     return results
 
 
+def merge_fold_seeds(task: Task, jobs: list[FoldJob], outputs: list[list[np.ndarray]]) -> tuple[list[FoldJob], list[list[np.ndarray]]]:
+    """Per fold (in the order of ``jobs``), its first job and, per predicted row, the task's
+    merge of the outputs of the fold's seed models."""
+    by_fold: dict[int, tuple[FoldJob, list]] = {}
+    for job, predicted in zip(jobs, outputs):
+        by_fold.setdefault(job.fold, (job, []))[1].append(predicted)
+    return ([job for job, _ in by_fold.values()],
+            [[task.merge_seeds(list(row)) for row in zip(*ensemble)] for _, ensemble in by_fold.values()])
+
+
 def assemble(task: Task, data: TaskData, jobs: list[FoldJob], outputs: list[list[np.ndarray]]) -> pd.DataFrame:
-    """Out-of-fold score rows, plus test rows (fold -1) merged over the fold models."""
+    """Out-of-fold score rows, plus test rows (fold -1) merged over the fold models; the
+    outputs of a fold's seed models are merged first."""
     folds = data.clips["fold"].to_numpy()
     test = np.flatnonzero(folds < 0)
     frames, test_outputs = [], [[] for _ in test]
-    for job, predicted in zip(jobs, outputs):
+    for job, predicted in zip(*merge_fold_seeds(task, jobs, outputs)):
         held_out = len(job.predict_rows) - len(test)
         frames.append(task.score_frame(data, job.predict_rows[:held_out], job.fold, predicted[:held_out]))
         for merged, output in zip(test_outputs, predicted[held_out:]):
@@ -363,19 +396,24 @@ def assemble(task: Task, data: TaskData, jobs: list[FoldJob], outputs: list[list
 
 
 def cross_validate(
-    spec: ModelSpec, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, task: Task, params: TrainParams, label: str = ""
+    spec: ModelSpec, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, task: Task, params: TrainParams, label: str = "",
+    seeds: int = 1,
 ) -> CrossValidationResult:
     """``clips`` has clip_id, fold, speaker and the task's targets (label; or targets,
     duration_s for the continuous task); every clip must be in at least one branch.
-    ``label`` names the member in the progress lines.
+    ``label`` names the member in the progress lines. ``seeds``: models per fold (a seed
+    ensemble, merged by the task's ``merge_seeds``); 1: a single model per fold.
 
     The features are normalised first (``params.feature_normalization``), then standardised
     by the protocol ``params.speaker_standardization`` (:mod:`pipeline.normalization`):
     transductive once for all clips; train-speakers per fold, with that fold's training clips.
 
-    Folds train in ``params.workers`` processes at once: these models are too small for
-    intra-op threads to pay off, so one thread per fold and folds side by side use the cores.
+    Fold models (one per fold and seed) train in ``params.workers`` processes at once: these
+    models are too small for intra-op threads to pay off, so one thread per fold model and
+    models side by side use the cores.
     """
+    if seeds < 1:
+        raise ValueError(f"seeds: {seeds}; a member trains at least one model per fold")
     clips = clips.reset_index(drop=True)
     branch_sequences = {b: normalize_features(s, params.feature_normalization) for b, s in branch_sequences.items()}
     dims = {b.name: b.input_dim for b in spec.branches}
@@ -388,16 +426,17 @@ def cross_validate(
     models = fold_models(spec, params, task)
     models.prepare(data)
     folds = fold_rows(clips["fold"].to_numpy())
-    jobs = [FoldJob(fold, train, predicted, params.seed * 1000 + fold, position)
-            for position, (fold, train, predicted) in enumerate(folds, 1)]
-    progress = Progress(label, len(jobs), params.epochs)
+    jobs = [FoldJob(fold, train, predicted, fold_seed(params.seed, fold, index), position, index)
+            for position, (fold, train, predicted) in enumerate(folds, 1) for index in range(seeds)]
+    progress = Progress(label, len(folds), params.epochs, seeds=seeds)
 
     def run(job: FoldJob) -> FoldOutcome:
         return models.run(data, job, progress)
 
     if params.speaker_standardization == "train-speakers":
         clip_ids = clips["clip_id"].to_numpy()
-        fold_statistics = {b: {job.fold: pooled_statistics(s, clip_ids[job.train_rows]) for job in jobs} for b, s in branch_sequences.items()}
+        fold_statistics = {b: {job.fold: pooled_statistics(s, clip_ids[job.train_rows]) for job in jobs if job.seed_index == 0}
+                           for b, s in branch_sequences.items()}
 
         def run(job: FoldJob) -> FoldOutcome:  # noqa: F811
             # The fold's clips, held-out ones included, standardised with its training clips' statistics.
@@ -407,8 +446,8 @@ def cross_validate(
             fold_model.prepare(fold_data)
             return fold_model.run(fold_data, job, progress)
 
-    outcomes = map_folds(run, jobs, params.workers, lambda index, outcome: progress.fold_done(jobs[index].position, outcome))
-    curves = [{"fold": job.fold, **point} for job, outcome in zip(jobs, outcomes) for point in outcome.curve]
+    outcomes = map_folds(run, jobs, params.workers, lambda index, outcome: progress.fold_done(jobs[index], outcome))
+    curves = [{"fold": job.fold, "seed": job.seed_index, **point} for job, outcome in zip(jobs, outcomes) for point in outcome.curve]
     return CrossValidationResult(
         assemble(task, data, jobs, [o.outputs for o in outcomes]),
         [o.state for o in outcomes],
@@ -417,4 +456,5 @@ def cross_validate(
         statistics,
         {b: {f: s for f, s in by_fold.items() if s is not None} for b, by_fold in fold_statistics.items()},
         list(models.statistics) if isinstance(models, PooledFolds) else [],
+        [job.seed for job in jobs],
     )

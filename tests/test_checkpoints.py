@@ -1,7 +1,8 @@
 """Checkpoints rebuild every trained member without params.yaml: each head type, each
 cross-modal fusion and each late-fusion method is trained on tiny generated features, saved,
 loaded in a fresh process from its checkpoint alone, and re-predicts every fold's held-out
-clips (and the test split, merged over the folds) to within 1e-6 of the saved scores."""
+clips (and the test split, merged over the folds) to within 1e-6 of the saved scores; seed
+ensembles (``seeds: 2``: each fold the mean of two models) too."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,7 @@ HEADS = {
     "lightgbm": ("seq", {"type": "lightgbm", "options": {"max_rounds": 20, "early_stopping_rounds": 5, "min_child_samples": 2}}),
 }
 FUSIONS = ["concat", "fbp", "cross_attention", "leader_follower"]
+ENSEMBLES = ["attention", "lightgbm"]  # also trained as seed ensembles (seeds: 2), as <name>_seeds
 
 
 def write_store(root: Path, name: str, clips: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
@@ -86,14 +88,16 @@ def project(tmp_path_factory) -> Path:
         "data": {"labels": CLASSES}, "extractors": extractors, "train": FAST,
         "branches": {name: {"features": store, "head": head} for name, (store, head) in HEADS.items()}
                     | {"other": {"features": "seq2", "head": {"type": "attention", "options": {"hidden": 8}}},
-                       "svm_standardised": {"features": "seq", "head": {"type": "svm", "options": {"C": [0.1]}}}},
+                       "svm_standardised": {"features": "seq", "head": {"type": "svm", "options": {"C": [0.1]}}}}
+                    | {f"{name}_seeds": {"features": "seq", "head": HEADS[name][1], "seeds": 2} for name in ENSEMBLES},
         "cross_modal": {"branches": ["attention", "other"]},
     }
     continuous = {
         "task": "continuous", "continuous": {"rate": 5.0, "window": 6, "hop": 3}, "data": {"labels": []}, "extractors": extractors,
         "train": {**FAST, "speaker_standardization": True},
         "branches": {"tcn": {"features": "seq", "head": {"type": "tcn", "options": {"channels": 8, "levels": 2}}},
-                     "other": {"features": "seq2", "head": {"type": "blstm", "options": {"hidden": 4}}}},
+                     "other": {"features": "seq2", "head": {"type": "blstm", "options": {"hidden": 4}}},
+                     "tcn_seeds": {"features": "seq", "head": {"type": "tcn", "options": {"channels": 8, "levels": 2}}, "seeds": 2}},
         "cross_modal": {"branches": ["tcn", "other"]},
     }
     members: dict[str, dict[str, str]] = {"classification": {}, "continuous": {}}
@@ -110,10 +114,14 @@ def project(tmp_path_factory) -> Path:
     save(train_branch(standardised, "svm_standardised", features, manifest), "svm_standardised", "classification")
     for fusion in FUSIONS:
         save(train_fusion(from_dict(Params, {**classification, "fusion": fusion}, ""), features, manifest), f"fusion_{fusion}", "classification")
+    ensemble = {**classification, "fusion": "concat", "cross_modal": {"branches": ["attention", "other"], "seeds": 2}}
+    save(train_fusion(from_dict(Params, ensemble, ""), features, manifest), "fusion_concat_seeds", "classification")
     params_continuous = from_dict(Params, continuous, "")
     for name in params_continuous.branches:
         save(train_branch(params_continuous, name, features, manifest), name, "continuous")
     save(train_fusion(from_dict(Params, {**continuous, "fusion": "leader_follower"}, ""), features, manifest), "fusion", "continuous")
+    ensemble = {**continuous, "fusion": "leader_follower", "cross_modal": {"branches": ["tcn", "other"], "seeds": 2}}
+    save(train_fusion(from_dict(Params, ensemble, ""), features, manifest), "fusion_seeds", "continuous")
 
     for kind, fused_members, task_params in (("classification", ["attention", "svm", "fusion_concat", "lightgbm"], params),
                                              ("continuous", ["tcn", "other", "fusion"], params_continuous)):
@@ -182,7 +190,8 @@ def compare(saved: pd.DataFrame, repredicted: pd.DataFrame, score_columns: list[
 
 
 MEMBERS = [("classification", name) for name in [*HEADS, "other", "svm_standardised", *(f"fusion_{f}" for f in FUSIONS)]]
-MEMBERS += [("continuous", name) for name in ("tcn", "other", "fusion")]
+MEMBERS += [("classification", name) for name in [*(f"{e}_seeds" for e in ENSEMBLES), "fusion_concat_seeds"]]
+MEMBERS += [("continuous", name) for name in ("tcn", "other", "fusion", "tcn_seeds", "fusion_seeds")]
 
 
 @pytest.mark.parametrize("kind, name", MEMBERS)
@@ -215,9 +224,9 @@ def test_checkpoint_describes_the_member_and_holds_plain_values_only(project):
     json.dumps(member)  # plain values only
     # A classical head is arrays and text: no pickled estimator anywhere in the file.
     svm = torch.load(project / "models" / "classification" / "svm" / "model.pt", weights_only=True)
-    assert set(svm["folds"][0]["state"]["head"]) >= {"weights", "intercept", "scaler_mean", "calibration_coef"}
+    assert set(svm["folds"][0]["states"][0]["head"]) >= {"weights", "intercept", "scaler_mean", "calibration_coef"}
     lightgbm = torch.load(project / "models" / "classification" / "lightgbm" / "model.pt", weights_only=True)
-    assert lightgbm["folds"][0]["state"]["head"]["model"].startswith("tree")
+    assert lightgbm["folds"][0]["states"][0]["head"]["model"].startswith("tree")
     standardised = torch.load(project / "models" / "classification" / "svm_standardised" / "model.pt", weights_only=True)
     assert set(standardised["speaker_statistics"]["svm_standardised"]) == set(SPEAKERS)
 
@@ -262,3 +271,59 @@ def test_a_member_without_features_saves_a_checkpoint_that_predicts_nothing(proj
     fused = late_fusion({"face": pd.read_parquet(tmp_path / "face" / "scores.parquet"), "attention": other},
                         task_from_params(params), "weighted", 0.25)
     np.testing.assert_allclose(fused.scores[["p_calm", "p_angry"]], other[["p_calm", "p_angry"]], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, name", [("classification", "attention_seeds"), ("classification", "lightgbm_seeds"),
+                                        ("classification", "fusion_concat_seeds"), ("continuous", "tcn_seeds")])
+def test_a_seed_ensemble_keeps_every_seeds_model_and_predicts_with_their_mean(project, kind, name):
+    import torch
+
+    from pipeline.checkpoint import load_member
+
+    directory = project / "models" / kind / name
+    checkpoint = torch.load(directory / "model.pt", weights_only=True)
+    assert checkpoint["member"]["seeds"] == 2 and json.loads((directory / "meta.json").read_text())["seeds"] == 2
+    assert [f["fold"] for f in checkpoint["folds"]] == [0, 1, 2] and all(len(f["states"]) == 2 for f in checkpoint["folds"])
+    seeds = [seed for f in checkpoint["folds"] for seed in f["seeds"]]
+    assert len(set(seeds)) == 6 and checkpoint["folds"][1]["seeds"][0] == 1  # fold 1, seed 0: train.seed * 1000 + 1
+    curves = pd.read_csv(directory / "curves.csv")
+    assert curves.empty or set(map(tuple, curves[["fold", "seed"]].drop_duplicates().to_numpy())) == {(f, s) for f in range(3) for s in range(2)}
+    # Fold 1's scores are the mean of its two models, each of which scores differently alone.
+    member = load_member(directory / "model.pt")
+    assert member.seeds == 2
+    manifest = pd.read_parquet(project / "manifest.parquet")
+    speakers, durations = dict(zip(manifest.clip_id, manifest.speaker)), dict(zip(manifest.clip_id, manifest.duration_s))
+    fold_clips = manifest.clip_id[manifest.fold == 1].tolist()
+    features = member.read_features(project / "features", fold_clips)
+    columns = member.task.score_columns()
+    together = member.predict(features, speakers, durations, fold=1)[columns].to_numpy()
+    ensemble = member.models
+    alone = []
+    for index in range(2):
+        member.models = [[models[index]] for models in ensemble]
+        alone.append(member.predict(features, speakers, durations, fold=1)[columns].to_numpy())
+    member.models = ensemble
+    np.testing.assert_allclose(together, np.mean(alone, axis=0), rtol=0, atol=1e-6)
+    assert not np.allclose(alone[0], alone[1], atol=1e-6)
+    saved = pd.read_parquet(directory / "scores.parquet")
+    saved = saved[saved.fold == 1]
+    keys = ["clip_id", "time_s"] if "time_s" in saved else ["clip_id"]
+    np.testing.assert_allclose(saved.sort_values(keys)[columns].to_numpy(), together, rtol=0, atol=1e-6)
+
+
+def test_a_version_1_checkpoint_of_one_model_per_fold_is_still_read(project, tmp_path):
+    import torch
+
+    from pipeline.checkpoint import load_member, save_checkpoint
+
+    for name in ("attention", "svm"):
+        checkpoint = torch.load(project / "models" / "classification" / name / "model.pt", weights_only=True)
+        assert checkpoint["version"] == 2 and checkpoint["member"]["seeds"] == 1
+        checkpoint["member"].pop("seeds")
+        old = {**checkpoint, "version": 1, "folds": [{"fold": f["fold"], "state": f["states"][0]} for f in checkpoint["folds"]]}
+        save_checkpoint(tmp_path / name / "model.pt", old)
+        member, again = load_member(tmp_path / name / "model.pt"), load_member(project / "models" / "classification" / name / "model.pt")
+        assert member.seeds == 1 and member.folds == again.folds == [0, 1, 2]
+        features = member.read_features(project / "features")
+        pd.testing.assert_frame_equal(member.predict(features, fold=2), again.predict(features, fold=2))
+        pd.testing.assert_frame_equal(member.predict(features), again.predict(features))

@@ -1,9 +1,10 @@
 """Predicting new clips with a trained experiment, and the pipeline's unlabeled clips.
 
 One tiny demo experiment (4 speakers x 2 emotions, face geometry and a coarse log-Mel, stats
-heads, speaker standardisation) with speaker spk03 held out as the test set and two unlabeled
-rows, run through `dvc repro`; then `python -m pipeline.predict` on the held-out speaker's
-clips must give the pipeline's fold -1 probabilities. The continuous variant re-trains on the
+heads, speaker standardisation; the voice branch a seed ensemble of two) with speaker spk03
+held out as the test set and two unlabeled rows, run through `dvc repro`; then
+`python -m pipeline.predict` on the held-out speaker's clips must give the pipeline's fold -1
+probabilities. The continuous variant re-trains on the
 same cached features."""
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def project(tmp_path_factory) -> Path:
     copies = table[table["clip_id"].isin(["spk02_happy_t0", "spk02_sad_t0"])].assign(clip_id=UNLABELED, label="")
     pd.concat([table, copies]).to_csv(corpus / "labels.csv", index=False)
     root = copy_project(REPO, base / "project")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_experiment_params(REPO, corpus, test_groups=[HELD_OUT], speaker_standardization=True), sort_keys=False))
+    params = tiny_experiment_params(REPO, corpus, test_groups=[HELD_OUT], speaker_standardization=True)
+    params["branches"]["voice"]["seeds"] = 2  # each fold the mean of two models, in training and in prediction alike
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     commit(root, "tiny experiment")
     (root / "repro.log").write_text(run(["dvc", "repro", "predict_unlabeled", "evaluate"], root))
     return root
@@ -131,6 +134,7 @@ def test_api_loads_once_and_gives_the_commands_rows(project, predicted, monkeypa
 
     out, cache, _ = predicted
     predictor = Predictor.from_experiment(project, cache)
+    assert predictor.members["voice"].seeds == 2 and predictor.members["face"].seeds == 1
     monkeypatch.setattr(pipeline.checkpoint, "load_member", lambda *a: pytest.fail("a model was loaded again"))
     manifest = pd.read_parquet(project / "data/manifest.parquet").set_index("clip_id")
     rows = rows_of(out)
@@ -141,6 +145,15 @@ def test_api_loads_once_and_gives_the_commands_rows(project, predicted, monkeypa
     assert second.loc["spk03_sad_t0", "reason"] == "" and second.loc["spk03_sad_t0", "predicted"] in ("happy", "sad")
     both = predictor(out.parent / "held_out.csv").set_index("clip")
     np.testing.assert_allclose(both["p_happy"].astype(float), rows.loc[both.index, "p_happy"].astype(float), atol=1e-9)
+
+
+def test_the_report_names_the_seed_ensemble(project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["models"]["voice"]["seeds"] == 2 and "seeds" not in metrics["models"]["face"]
+    report = (project / "reports/report.md").read_text()
+    assert "| voice (mean of 2 seeds) |" in report and "| face |" in report
+    curves = pd.read_csv(project / "models/branches/voice/curves.csv")
+    assert sorted(curves["seed"].unique()) == [0, 1] and curves.groupby(["fold", "seed"]).ngroups == 2 * curves["fold"].nunique()
 
 
 def test_unlabeled_clips_are_predicted_and_never_trained_or_scored(project):

@@ -11,7 +11,9 @@ class declares what it can do, and params validation checks the combinations
 - ``per_step``: has a per-step output (``encode``), which sequence fusions and the continuous
   task need;
 - ``raw_input``: reads its features as stored (pixels for a fine-tuned CNN), so neither the
-  per-fold nor the per-speaker standardisation may touch them.
+  per-fold nor the per-speaker standardisation may touch them;
+- ``seeded``: what it learns depends on the training seed, so a seed ensemble
+  (``branches.<name>.seeds``) averages different models (a linear SVM does not).
 
 Adding one: a subclass of either base with a ``Config`` dataclass, decorated with
 ``@HEADS.register("name")``, in a module imported below.
@@ -30,11 +32,12 @@ class Capabilities:
     neural: bool
     per_step: bool
     raw_input: bool
+    seeded: bool
 
 
 def capabilities(name: str) -> Capabilities:
     cls = HEADS.get(name)
-    return Capabilities(bool(cls.neural), bool(cls.per_step), bool(cls.raw_input))
+    return Capabilities(bool(cls.neural), bool(cls.per_step), bool(cls.raw_input), bool(cls.seeded))
 
 
 def heads_with(**wanted: bool) -> list[str]:

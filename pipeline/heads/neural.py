@@ -28,6 +28,7 @@ class TemporalHead(nn.Module):
     neural: ClassVar[bool] = True
     per_step: ClassVar[bool] = True
     raw_input: ClassVar[bool] = False
+    seeded: ClassVar[bool] = True  # initial weights, shuffling, dropout
     embed_dim: int
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

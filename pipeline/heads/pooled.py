@@ -67,6 +67,8 @@ class PooledHead:
     neural: ClassVar[bool] = False
     per_step: ClassVar[bool] = False
     raw_input: ClassVar[bool] = False
+    # The linear heads' solvers are deterministic (the seed reaches no random choice).
+    seeded: ClassVar[bool] = False
 
     def __init__(self, input_dim: int, config: Any) -> None:
         self.input_dim = input_dim
@@ -270,6 +272,8 @@ class LogisticRegressionHead(_GridSearchedLinear):
 class LightGbmHead(PooledHead):
     """Gradient-boosted trees on the pooled statistics; the number of rounds is set by early
     stopping on a speaker-disjoint validation part of the training folds."""
+
+    seeded = True  # the seed draws the validation speakers and each tree's features
 
     @dataclass(frozen=True)
     class Config:

@@ -7,7 +7,8 @@ A task owns
 - its batches or windows and its loss (``prepare`` gives a :class:`TaskData` that the fold
   loop in :mod:`pipeline.training` draws batches from);
 - how fold outputs become the score matrix (``score_frame``: out-of-fold rows; the held-out
-  test split predicted by every fold model and merged by ``merge_folds``);
+  test split predicted by every fold model and merged by ``merge_folds``; a seed ensemble's
+  models of one fold merged by ``merge_seeds``);
 - its metrics and its part of the report (``report``, ``summary``, ``figure_columns``, the
   ``headline`` figure whose spread across folds is reported, ``chance_levels``, ``confusion``);
 - what late fusion optimises (``align`` the members' scores, ``objective``).
@@ -135,6 +136,13 @@ class Task:
     def merge_folds(self, outputs: list[np.ndarray]) -> np.ndarray:
         """One clip's outputs from every fold model -> the output reported for it."""
         raise NotImplementedError
+
+    def merge_seeds(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """One clip's outputs from the models of a seed ensemble (one fold's models, trained on
+        the same clips but for the seed) -> that fold's output for it: their mean (class
+        probabilities averaged; per-step predictions averaged step by step). One model's
+        output is returned as it is."""
+        return outputs[0] if len(outputs) == 1 else np.mean(np.stack(outputs), axis=0)
 
     def finish(self, scores: pd.DataFrame) -> pd.DataFrame:
         return scores.reset_index(drop=True)
