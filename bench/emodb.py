@@ -154,6 +154,8 @@ def main() -> None:
                   f"late fusion UAR {figures['late_fusion']['uar']:.3f}", flush=True)
             weights = json.loads((root / "models" / "late_fusion" / "weights.json").read_text())
             print(f"  late fusion ({weights['method']}) weights on all folds: {weights['weights']}")
+            # Each run's figures as it ends: a bench stopped part way still leaves them.
+            print("  UAR " + ", ".join(f"{name} {f['uar']:.3f}" for name, f in figures.items()), flush=True)
 
     print(f"\nextraction of {clips} files (audio + every audio extractor): {extraction:.1f} s on {os.cpu_count()} cores")
     for protocol, runs in results.items():
