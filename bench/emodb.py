@@ -2,7 +2,7 @@
 the project, leave one speaker out (10 folds), every choice made inside the training folds,
 under each speaker standardisation protocol.
 
-    python bench/emodb.py [--root ../shared/data/emodb] [--keep DIR]
+    python bench/emodb.py [--root ../shared/data/emodb] [--keep DIR] [--setup emodb|speech_augmented|...]
                           [--protocols train-speakers,transductive] [--seeds 3] [--members all|svm-only]
 
 For each protocol (train-speakers: the training speakers' statistics only, non-transductive;
@@ -13,6 +13,9 @@ protocol the unweighted average recall, accuracy and macro-F1 of every member an
 fusion: mean and standard deviation over the seeds (the linear-SVM members are deterministic;
 the neural ones move with the seed). ``--members svm-only`` runs the ComParE, eGeMAPS and emobase
 linear-SVM branches and their late fusion only (minutes instead of over an hour on 2 cores).
+``--setup NAME`` benches another speech setup on EmoDB's data (e.g. ``speech_augmented``: the
+recipe with speed and noise copies of the training clips and SpecAugment); extraction then
+includes the augmented copies.
 Targets (issue 19): late fusion UAR >= 0.88 non-transductive, >= 0.92 transductive.
 Reference (Eyben et al. 2016, linear SVM, C picked on the test folds, transductive):
 eGeMAPS 0.811, ComParE 0.860.
@@ -88,6 +91,7 @@ def main() -> None:
                         help="comma-separated train.speaker_standardization protocols (none, train-speakers, transductive)")
     parser.add_argument("--seeds", type=int, help="train.seed 0..N-1 per protocol (default 3; 1 with --members svm-only)")
     parser.add_argument("--members", choices=["all", "svm-only"], default="all")
+    parser.add_argument("--setup", default="emodb", help="the setup (setups/NAME.yaml) run on EmoDB's data (default: emodb, the speech recipe)")
     args = parser.parse_args()
     if not args.root.exists():
         raise SystemExit(f"{args.root}: EmoDB not found (pass --root or set AVER_SHARED_DATA)")
@@ -96,8 +100,9 @@ def main() -> None:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="aver-emodb-"))
     workdir.mkdir(parents=True, exist_ok=True)
     root = copy_project(REPO, workdir)
-    print(f"project copy: {root}  (cores: {os.cpu_count()}); protocols {protocols}, seeds {seeds}, members {args.members}", flush=True)
-    run_timed([sys.executable, "-m", "pipeline.setups", "emodb", "--root", str(args.root.resolve()), "--no-run"], root)
+    print(f"project copy: {root}  (cores: {os.cpu_count()}); setup {args.setup}, protocols {protocols}, seeds {seeds}, "
+          f"members {args.members}", flush=True)
+    run_timed([sys.executable, "-m", "pipeline.setups", args.setup, "--dataset", "emodb", "--root", str(args.root.resolve()), "--no-run"], root)
     base = yaml.safe_load((root / "params.yaml").read_text())
     if args.members == "svm-only":
         base = svm_only(base)
@@ -127,7 +132,8 @@ def main() -> None:
             weights = json.loads((root / "models" / "late_fusion" / "weights.json").read_text())
             print(f"  late fusion ({weights['method']}) weights on all folds: {weights['weights']}")
 
-    print(f"\nextraction of {clips} files (audio + every audio extractor): {extraction:.1f} s on {os.cpu_count()} cores")
+    print(f"\nextraction of {clips} files (audio + every audio extractor, augmented copies included): {extraction:.1f} s "
+          f"on {os.cpu_count()} cores")
     for protocol, runs in results.items():
         print(f"\nprotocol {protocol}: {len(runs)} seed(s), mean ± std over seeds")
         print(f"{'model':<24}{'UAR':>16}{'accuracy':>16}{'macro-F1':>16}")

@@ -89,7 +89,7 @@ def train_branch(params: Params, name: str, features: Path = Path("features"), m
     note = ""
     if not sequences:
         note = f"train@{name}: no clip has {branch.features} features; the branch scores nothing\n"  # e.g. faces on audio only
-    augmentation = training_augmentation(params, [name], features, clips["clip_id"].tolist())
+    augmentation = training_augmentation(params, [name], features, _trained(clips))
     result = _cross_validate(model, {name: sequences}, clips, task, params, f"train@{name}", augmentation)
     input_store = FeatureStore(features / params.extractors[branch.features].input)
     missing = pd.concat([missing_clips(manifest, set(sequences), [input_store, store], f"train@{name}"),
@@ -125,7 +125,7 @@ def train_fusion(params: Params, features: Path = Path("features"), manifest: pd
     partial = {name: sorted(covered - set(s)) for name, s in sequences.items()}
     fusion = params.fusion if len(specs) > 1 else None
     model = ModelSpec(specs, task.output_size(), fusion, fusion_config if fusion else None)
-    augmentation = training_augmentation(params, list(sequences), features, clips["clip_id"].tolist())
+    augmentation = training_augmentation(params, list(sequences), features, _trained(clips))
     result = _cross_validate(model, sequences, clips, task, params, "fusion", augmentation)
     missing = pd.DataFrame(
         [{"clip_id": c, "stage": "fusion", "reason": "no features in any fused branch"} for c in manifest["clip_id"] if c not in covered],
@@ -137,6 +137,11 @@ def train_fusion(params: Params, features: Path = Path("features"), manifest: pd
     message = (f"{''.join(notes)}fusion ({params.fusion}): {len(clips)} clips ({meta['clips_missing_a_modality']} missing a modality), "
                f"out-of-fold {task.summary(_labelled(result.scores))}")
     return MemberRun("fusion", "fusion", task, model, result, missing, meta, stores, asdict(params.train), message)
+
+
+def _trained(clips: pd.DataFrame) -> list[str]:
+    """The clips some fold trains on (not the test split's): the only ones whose copies are read."""
+    return clips.loc[clips["fold"] >= 0, "clip_id"].tolist()
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:

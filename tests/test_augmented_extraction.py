@@ -71,3 +71,47 @@ def test_a_prediction_run_makes_no_copies(tmp_path):
     extract_features("logmel", spec([SPEED]), clips, tmp_path, augment=False)
     assert FeatureStore(tmp_path / "logmel").clip_ids() == CLIPS
     assert not (tmp_path / "logmel" / "augmented").exists()
+
+
+def speech_like_corpus(root, speakers=3, per_speaker=4):
+    """Tones whose pitch is the class, decoded into an audio store, and their manifest."""
+    store = FeatureStore(root / "audio")
+    rows = []
+    rng = np.random.default_rng(0)
+    for speaker in range(speakers):
+        for i in range(per_speaker):
+            clip_id, label = f"s{speaker}_{i}", ["low", "high"][i % 2]
+            t = np.arange(int(0.4 * RATE)) / RATE
+            samples = (0.2 * np.sin(2 * np.pi * (200 if label == "low" else 900) * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+            store.write(clip_id, {"samples": samples, "timestamps": np.array([0.0, 0.4]), "mask": np.ones(2, np.uint8)},
+                        {"key": f"k-{clip_id}", "sample_rate": RATE, "stage": "audio", "note": ""})
+            rows.append({"clip_id": clip_id, "path": f"{clip_id}.wav", "label": label, "speaker": f"s{speaker}",
+                         "fold": speaker if speaker < speakers - 1 else -1})
+    manifest = pd.DataFrame(rows)
+    store.write_index(manifest["clip_id"])
+    return manifest
+
+
+def test_a_branch_trains_on_its_copies_and_scores_exactly_the_manifests_clips(tmp_path):
+    from pipeline.config import Params
+    from pipeline.members import train_branch
+
+    manifest = speech_like_corpus(tmp_path)
+    raw = {
+        "data": {"labels": ["low", "high"]},
+        "extractors": {"logmel": {"type": "logmel", "input": "audio", "options": {"n_mels": 16}, "device": "cpu",
+                                  "augmentations": [SPEED, NOISE]}},
+        "branches": {"mel": {"features": "logmel", "head": {"type": "svm", "options": {"C": [0.01, 1.0]}}, "augment": ["speed0.8", "noise10"]}},
+        "train": {"workers": 1},
+    }
+    params = from_dict(Params, raw, "")
+    extract_features("logmel", params.extractors["logmel"], manifest, tmp_path)
+    run = train_branch(params, "mel", features=tmp_path, manifest=manifest)
+    scores = run.result.scores
+    assert sorted(scores["clip_id"]) == sorted(manifest["clip_id"])  # held-out folds and the test split, never a copy
+    assert run.missing.empty
+    trained = (manifest["fold"] >= 0).sum()  # the test split's copies are not even read
+    assert run.meta["augment"] == ["speed0.8", "noise10"] and run.meta["augmented_copies"] == 2 * trained == 16
+    assert "16 augmented copies (speed0.8, noise10) for training" in run.message
+    accuracy = (scores[["p_low", "p_high"]].to_numpy().argmax(1) == scores["label"].map(["low", "high"].index)).mean()
+    assert accuracy == 1.0  # the pitch is the class: the copies (0.8x pitch, noise) do not blur it

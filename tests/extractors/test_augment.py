@@ -89,3 +89,20 @@ def test_augmentations_need_the_audio_store_and_spec_augment_non_negative_counts
            "branches": {"mel": {"features": "logmel", "spec_augment": {"time_masks": -1}}}}
     with pytest.raises(ParamsError, match=r"branches.mel.spec_augment.time_masks: -1 is negative"):
         from_dict(Params, raw, "")
+
+
+def test_spec_augment_needs_a_neural_head_and_copies_a_task_that_takes_them():
+    from pipeline.config import _validate_capabilities
+
+    base = {"data": {"labels": ["a", "b"]},
+            "extractors": {"logmel": {"type": "logmel", "input": "audio", "augmentations": [{"name": "g", "type": "gain", "db": 3}]}}}
+    svm = from_dict(Params, {**base, "branches": {"mel": {"features": "logmel", "head": {"type": "svm"}, "spec_augment": {"time_masks": 2}}}}, "")
+    with pytest.raises(ParamsError, match=r"branches.mel.spec_augment: masks apply to a neural head's training batches"):
+        _validate_capabilities(svm)
+    continuous = from_dict(Params, {**base, "task": "continuous", "branches": {"mel": {"features": "logmel", "head": {"type": "tcn"},
+                                                                                        "augment": ["g"]}}}, "")
+    with pytest.raises(ParamsError, match=r"branches.mel.augment: task 'continuous' \(task\) cannot train on augmented copies"):
+        _validate_capabilities(continuous)
+    neural = from_dict(Params, {**base, "branches": {"mel": {"features": "logmel", "head": {"type": "tcn"}, "augment": ["g"],
+                                                             "spec_augment": {"time_masks": 2, "freq_masks": 1}}}}, "")
+    _validate_capabilities(neural)
