@@ -177,3 +177,16 @@ def test_spec_masks_touch_training_batches_only_and_are_deterministic(monkeypatc
     pd.testing.assert_frame_equal(first.scores, again.scores)
     plain = cross_validate(stats_spec(), {"x": sequences}, clips, TASK, PARAMS)
     assert not np.allclose(first.scores[["p_low", "p_high"]], plain.scores[["p_low", "p_high"]])
+
+
+def test_a_copy_row_takes_its_originals_frames_in_a_branch_without_that_copy():
+    sequences, clips = toy_data(speakers=2, per_speaker=2)
+    clips["fold"] = [0, 0, 1, 1]
+    extra = TrainingAugmentation({"up": {"audio": copies_of(sequences, 1.0)}})
+    data = TASK.prepare({"audio": sequences, "face": sequences}, clips, PARAMS, augmentation=extra)
+    units = data.training_units(np.array([0, 2]))
+    assert list(units) == [0, 2, 4, 6] and list(data.source_rows(units)) == [0, 2, 0, 2]
+    np.testing.assert_array_equal(data.rows["audio"][4][0], sequences["s0_0"][0] + 1.0)
+    assert data.rows["face"][4] is data.rows["face"][0]
+    scores = TASK.score_frame(data, np.arange(len(clips)), 0, [np.array([0.5, 0.5])] * len(clips))
+    assert list(scores["clip_id"]) == list(clips["clip_id"])
