@@ -486,7 +486,8 @@ class AugmentedClipProcessor(ExtractorClipProcessor):
         if not hasattr(self, "_augmented_identity"):
             from pipeline.extractors.augment import identity
 
-            self._augmented_identity = {**super().identity(), "augmentation": identity(self.augmentation_type, self.augmentation_options)}
+            augmentation = identity(self.augmentation_name, self.augmentation_type, self.augmentation_options)
+            self._augmented_identity = {**super().identity(), "augmentation": augmentation}
         return self._augmented_identity
 
     def augmentation(self):

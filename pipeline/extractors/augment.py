@@ -133,9 +133,8 @@ def build(augmentation_type: str, options: dict[str, Any], where: str) -> Augmen
         raise ParamsError(f"{where}.{error}") from None
 
 
-def identity(augmentation_type: str, options: dict[str, Any]) -> dict[str, Any]:
+def identity(name: str, augmentation_type: str, options: dict[str, Any]) -> dict[str, Any]:
     """What a copy depends on beyond its extractor and its input entry: the augmentation's
-    type, config and code version (not its name: renaming one reuses nothing, since each name
-    has its own store, but the key itself says nothing about names)."""
+    type, config and code version, and its name, which seeds its random draws."""
     config = AUGMENTATIONS.config(augmentation_type, options, augmentation_type)
-    return {"type": augmentation_type, "config": asdict(config), "augment_version": VERSION}
+    return {"name": name, "type": augmentation_type, "config": asdict(config), "augment_version": VERSION}
