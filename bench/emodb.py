@@ -2,7 +2,7 @@
 the project, leave one speaker out (10 folds), every choice made inside the training folds,
 under each speaker standardisation protocol.
 
-    python bench/emodb.py [--root ../shared/data/emodb] [--keep DIR]
+    python bench/emodb.py [--root ../shared/data/emodb] [--keep DIR] [--setup emodb|speech_augmented|...]
                           [--protocols train-speakers,transductive] [--seeds 3] [--members all|svm-only|light]
                           [--ensemble N]
 
@@ -18,6 +18,9 @@ linear-SVM branches and their late fusion only (minutes instead of over an hour 
 ``--ensemble N`` makes every neural branch and the cross-modal fusion a seed ensemble
 (``seeds: N``: each fold the mean of N models; about N times their training time); the spread
 over train.seed then measures how much the ensembles still move.
+``--setup NAME`` benches another speech setup on EmoDB's data (e.g. ``speech_augmented``: the
+recipe with speed and noise copies of the training clips and SpecAugment); extraction then
+includes the augmented copies.
 Targets (issue 19): late fusion UAR >= 0.88 non-transductive, >= 0.92 transductive.
 Reference (Eyben et al. 2016, linear SVM, C picked on the test folds, transductive):
 eGeMAPS 0.811, ComParE 0.860.
@@ -111,6 +114,7 @@ def main() -> None:
                         help="svm-only: the three linear SVMs; light: those plus egemaps_mlp and logmel_tcn")
     parser.add_argument("--ensemble", type=int, default=1, metavar="N",
                         help="seeds: N (a seed ensemble) on every neural branch and the cross-modal fusion (default 1)")
+    parser.add_argument("--setup", default="emodb", help="the setup (setups/NAME.yaml) run on EmoDB's data (default: emodb, the speech recipe)")
     args = parser.parse_args()
     if args.ensemble < 1:
         parser.error(f"--ensemble {args.ensemble}: at least one model per fold")
@@ -121,9 +125,9 @@ def main() -> None:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="aver-emodb-"))
     workdir.mkdir(parents=True, exist_ok=True)
     root = copy_project(REPO, workdir)
-    print(f"project copy: {root}  (cores: {os.cpu_count()}); protocols {protocols}, seeds {seeds}, members {args.members}, "
-          f"ensemble {args.ensemble}", flush=True)
-    run_timed([sys.executable, "-m", "pipeline.setups", "emodb", "--root", str(args.root.resolve()), "--no-run"], root)
+    print(f"project copy: {root}  (cores: {os.cpu_count()}); setup {args.setup}, protocols {protocols}, seeds {seeds}, "
+          f"members {args.members}, ensemble {args.ensemble}", flush=True)
+    run_timed([sys.executable, "-m", "pipeline.setups", args.setup, "--dataset", "emodb", "--root", str(args.root.resolve()), "--no-run"], root)
     base = yaml.safe_load((root / "params.yaml").read_text())
     if args.members in MEMBER_SETS:
         base = only_members(base, MEMBER_SETS[args.members])
@@ -157,7 +161,8 @@ def main() -> None:
             # Each run's figures as it ends: a bench stopped part way still leaves them.
             print("  UAR " + ", ".join(f"{name} {f['uar']:.3f}" for name, f in figures.items()), flush=True)
 
-    print(f"\nextraction of {clips} files (audio + every audio extractor): {extraction:.1f} s on {os.cpu_count()} cores")
+    print(f"\nextraction of {clips} files (audio + every audio extractor, augmented copies included): {extraction:.1f} s "
+          f"on {os.cpu_count()} cores")
     for protocol, runs in results.items():
         print(f"\nprotocol {protocol}: {len(runs)} seed(s), mean ± std over seeds")
         print(f"{'model':<24}{'UAR':>16}{'accuracy':>16}{'macro-F1':>16}")

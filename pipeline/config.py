@@ -6,9 +6,10 @@ reported (with its dotted key) before any decoding or training starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +39,11 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
             values[name] = _coerce(hints[name], data[name], key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ParamsError(f"{key}: missing required key")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ParamsError as error:  # from the class's own checks (__post_init__): put its key in front
+        message = str(error)
+        raise ParamsError(message if not where or message.startswith(where) else f"{where}.{message}") from None
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -159,6 +164,37 @@ class AudioParams:
     min_decoded_fraction: float = 0.9  # as faces.min_decoded_fraction, for the audio track
 
 
+# An augmentation's name names its copies' store (features/<extractor>/augmented/<name>).
+AUGMENTATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
+
+
+@dataclass(frozen=True)
+class AugmentationParams:
+    """One entry of ``extractors.<name>.augmentations``, written compactly as
+    ``{name: speed0.9, type: speed, factor: 0.9}``: ``type`` picks the class of
+    pipeline/extractors/augment.py, the other keys are its options (checked against it by
+    :func:`validate_extractors`)."""
+
+    name: str
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> "AugmentationParams":
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ParamsError(f"{where}: expected a mapping like {{name: speed0.9, type: speed, factor: 0.9}}, got {value!r}")
+        options = dict(value)
+        for key in ("name", "type"):
+            if not isinstance(options.get(key), str) or not options[key]:
+                raise ParamsError(f"{where}.{key}: missing (or not a string); e.g. {{name: speed0.9, type: speed, factor: 0.9}}")
+        name, kind = options.pop("name"), options.pop("type")
+        if not AUGMENTATION_NAME.fullmatch(name):
+            raise ParamsError(f"{where}.name: {name!r} may hold only letters, digits and . + _ - (it names a store folder)")
+        return cls(name, kind, options)
+
+
 @dataclass(frozen=True)
 class ExtractorParams:
     """One entry of ``extractors``: ``type`` picks the registry class, the rest is its config."""
@@ -171,6 +207,23 @@ class ExtractorParams:
     workers: int = 1
     executor: Executor = "local"
     num_gpus: float = 0.0  # per Ray actor, when the cluster has GPUs; 0 keeps the model on CPU
+    # Waveform augmentations of an audio extractor's input: each makes one copy of every clip,
+    # extracted into features/<name>/augmented/<augmentation name>; only branches that list it
+    # in ``augment`` train on the copies. Validated into AugmentationParams.
+    augmentations: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        parsed = [AugmentationParams.parse(a, f"augmentations[{i}]") for i, a in enumerate(self.augmentations)]
+        names = [a.name for a in parsed]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ParamsError(f"augmentations: name(s) {repeated} given twice")
+        if parsed and self.input != "audio":
+            raise ParamsError(f"augmentations: waveform augmentations need an extractor of the audio store, not input {self.input!r}")
+        object.__setattr__(self, "augmentations", parsed)
+
+    def augmentation(self, name: str) -> AugmentationParams:
+        return next(a for a in self.augmentations if a.name == name)
 
 
 @dataclass(frozen=True)
@@ -180,12 +233,37 @@ class HeadParams:
 
 
 @dataclass(frozen=True)
+class SpecAugmentParams:
+    """SpecAugment-style masks (Park et al. 2019) on a neural branch's training batches: per
+    clip, ``time_masks`` runs of up to ``time_width`` frames and ``freq_masks`` runs of up to
+    ``freq_width`` feature dimensions set to the fold's mean frame. 0 masks: off."""
+
+    time_masks: int = 0
+    time_width: int = 20
+    freq_masks: int = 0
+    freq_width: int = 8
+
+    def __post_init__(self) -> None:
+        for key, value in asdict(self).items():
+            if value < 0:
+                raise ParamsError(f"{key}: {value} is negative")
+
+    @property
+    def active(self) -> bool:
+        return (self.time_masks > 0 and self.time_width > 0) or (self.freq_masks > 0 and self.freq_width > 0)
+
+
+@dataclass(frozen=True)
 class BranchParams:
     features: str
     head: HeadParams = field(default_factory=HeadParams)
     # A seed ensemble: each fold trains this many models (seeds derived from train.seed, see
     # pipeline/training.py fold_seed) and its scores are their mean; 1 is a single model.
     seeds: int = 1
+    # Augmented copies of the training clips this branch also trains on: names of its features
+    # extractor's ``augmentations``. Never scored; the held-out fold and test split get none.
+    augment: list[str] = field(default_factory=list)
+    spec_augment: SpecAugmentParams = field(default_factory=SpecAugmentParams)
 
 
 # Whose statistics standardise the features (pipeline/normalization.py applies them).
@@ -291,6 +369,11 @@ class Params:
                     f"branches.{name}.features: {branch.features!r} is not an extractor; "
                     f"defined extractors: {sorted(self.extractors)}"
                 )
+            declared = [a.name for a in self.extractors[branch.features].augmentations]
+            for augmentation in branch.augment:
+                if augmentation not in declared:
+                    raise ParamsError(f"branches.{name}.augment: {augmentation!r} is not an augmentation of extractor "
+                                      f"{branch.features!r}; declared in extractors.{branch.features}.augmentations: {declared}")
         for name in self.cross_modal.branches:
             if name not in self.branches:
                 raise ParamsError(f"cross_modal.branches: {name!r} is not a branch; branches: {sorted(self.branches)}")
@@ -417,6 +500,12 @@ def _validate_capabilities(params: Params) -> None:
                 if value != "none":
                     raise ParamsError(f"{where}: {branch.head.type!r} reads its features unnormalised (raw input), so "
                                       f"train.{key} must be none, not {value!r}")
+        if branch.spec_augment.active and not head.neural:
+            raise ParamsError(f"branches.{name}.spec_augment: masks apply to a neural head's training batches; {branch.head.type!r} "
+                              "is fit on pooled clip statistics (use augment for it)")
+        if branch.augment and not task.augmented_copies:
+            raise ParamsError(f"branches.{name}.augment: task {params.task!r} (task) cannot train on augmented copies "
+                              "(a speed change would move its per-step targets)")
     sequential = params.fusion in FUSIONS.names() and FUSIONS.get(params.fusion).sequential  # an unknown name is reported next
     for name in params.cross_modal.branches:
         head_type = params.branches[name].head.type
@@ -444,8 +533,17 @@ def validate_extractors(params: Params, path: str | Path = "params.yaml") -> Non
                 raise ParamsError(f"extractors.{name}.input: {spec.type} reads {extractor_input!r}, not {spec.input!r}")
             if spec.input == "faces":
                 _check_faces_keys(name, spec, params.faces)
+            _check_augmentations(name, spec)
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
+
+
+def _check_augmentations(name: str, spec: ExtractorParams) -> None:
+    """Each waveform augmentation's type and options against pipeline/extractors/augment.py."""
+    from pipeline.extractors.augment import build
+
+    for i, augmentation in enumerate(spec.augmentations):
+        build(augmentation.type, augmentation.options, f"extractors.{name}.augmentations[{i}]")
 
 
 def _validate_components(params: Params, path: Path) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.executors import JobError, is_disk_full, make_executor, read_ahead
-from pipeline.store import FAILURE_COLUMNS, Entry, FeatureStore, summarise_failures
+from pipeline.store import AUGMENTED_DIR, FAILURE_COLUMNS, Entry, FeatureStore, augmented_id, augmented_store, summarise_failures
 from pipeline.store.files import read_parquet, write_text_if_changed
 from pipeline.store.lineage import NEW, FileHashes, Lineage, identity_parts, stale_reasons
 
@@ -468,6 +468,52 @@ class ExtractorClipProcessor:
         return ClipResult(job.clip_id, True, frames=len(features.data))
 
 
+@dataclass
+class AugmentedClipProcessor(ExtractorClipProcessor):
+    """The extractor on an augmented copy of a clip's audio entry (pipeline/extractors/augment.py):
+    the entry's samples are augmented as they are read, and the copy's features are stored
+    under the copy's id (``<clip_id>~<augmentation>``) in the augmentation's own store. Its
+    identity is the extractor's plus the augmentation's, its source the original clip's input
+    entry: a copy is made again only when the extractor, the augmentation or the clip's audio
+    changed."""
+
+    augmentation_name: str = ""
+    augmentation_type: str = ""
+    augmentation_options: dict[str, Any] = field(default_factory=dict)
+    originals: dict[str, str] = field(default_factory=dict)  # copy id -> the clip it is a copy of
+
+    def identity(self) -> dict[str, Any]:
+        if not hasattr(self, "_augmented_identity"):
+            from pipeline.extractors.augment import identity
+
+            augmentation = identity(self.augmentation_name, self.augmentation_type, self.augmentation_options)
+            self._augmented_identity = {**super().identity(), "augmentation": augmentation}
+        return self._augmented_identity
+
+    def augmentation(self):
+        if not hasattr(self, "_augmentation"):
+            from pipeline.extractors.augment import build
+
+            self._augmentation = build(self.augmentation_type, self.augmentation_options, self.augmentation_name)
+        return self._augmentation
+
+    def source_keys(self, jobs: list[ClipJob]) -> dict[str, str]:
+        keys = FeatureStore(self.input_root).keys(self.originals[job.clip_id] for job in jobs)
+        return {job.clip_id: keys[self.originals[job.clip_id]] for job in jobs if self.originals[job.clip_id] in keys}
+
+    def load(self, job: ClipJob) -> Entry:
+        from pipeline.extractors.augment import copy_rng
+
+        original = self.originals[job.clip_id]
+        entry = super().load(replace(job, clip_id=original))
+        sample_rate = int(entry.attrs["sample_rate"])
+        samples = self.augmentation().apply(entry.arrays["samples"], sample_rate, copy_rng(original, self.augmentation_name))
+        arrays = {**entry.arrays, "samples": samples}
+        if "timestamps" in arrays:
+            arrays["timestamps"] = np.array([0.0, len(samples) / sample_rate])
+        return Entry(job.clip_id, arrays, entry.attrs)
+
+
 def jobs_from_manifest(manifest: pd.DataFrame, column: str | None = None) -> list[ClipJob]:
     """One job per clip (with ``column`` true); the audio stage's jobs read ``audio_path``
     where the corpus keeps the audio in a separate file."""
@@ -549,9 +595,10 @@ def extract_audio(audio: Any, manifest: pd.DataFrame, store_root: str | Path) ->
     return StageOutcome(results, failures)
 
 
-def extract_features(name: str, spec: Any, manifest: pd.DataFrame, features_root: str | Path) -> StageOutcome:
+def extract_features(name: str, spec: Any, manifest: pd.DataFrame, features_root: str | Path, augment: bool = True) -> StageOutcome:
     """The extract@<name> stage's work (``spec``: ExtractorParams): the extractor over
-    ``features_root/<spec.input>`` into ``features_root/<name>``."""
+    ``features_root/<spec.input>`` into ``features_root/<name>``, and with ``augment`` the
+    augmented copies of ``spec.augmentations`` (training's only; a prediction run makes none)."""
     stage = f"extract@{name}"
     input_store = FeatureStore(Path(features_root) / spec.input)
     available = set(input_store.clip_ids())
@@ -566,7 +613,36 @@ def extract_features(name: str, spec: Any, manifest: pd.DataFrame, features_root
         print(f"{stage}: ran on {processor.extractor().device}")
     print(f"{stage}: {len(results)} clips processed, {len(jobs) - len(results)} up to date, {len(failures)} failures rows")
     print_failures(failures)
+    if augment:
+        extract_augmented_copies(stage, spec, jobs, input_store, output)
     return StageOutcome(results, failures)
+
+
+def extract_augmented_copies(stage: str, spec: Any, jobs: list[ClipJob], input_store: FeatureStore, output: FeatureStore) -> None:
+    """One copy of every clip per augmentation of ``spec``, each augmentation into its store
+    under ``output`` (pipeline.store.augmented_store); the stores of augmentations no longer
+    declared are deleted. Their failures stay in their own stores' failures.csv: a copy is no
+    clip of the experiment."""
+    import shutil
+
+    declared = {augmentation.name for augmentation in spec.augmentations}
+    folder = output.root / AUGMENTED_DIR
+    for old in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if old.name not in declared:
+            shutil.rmtree(old)
+            print(f"{stage}: removed the copies of augmentation {old.name!r}, no longer declared")
+    for augmentation in spec.augmentations:
+        store = augmented_store(output.root, augmentation.name)
+        copies = [replace(job, clip_id=augmented_id(job.clip_id, augmentation.name)) for job in jobs]
+        processor = AugmentedClipProcessor(
+            str(input_store.root), str(store.root), spec.type, spec.options, spec.device, spec.batch_size,
+            augmentation.name, augmentation.type, augmentation.options, {copy.clip_id: job.clip_id for copy, job in zip(copies, jobs)},
+        )
+        copy_stage = f"{stage}:{augmentation.name}"
+        results, failures = fill_store(store, copies, processor, processor.identity(), copy_stage, spec.workers,
+                                       executor=spec.executor, num_gpus=spec.num_gpus)
+        print(f"{copy_stage}: {len(results)} copies extracted, {len(copies) - len(results)} up to date, {len(failures)} failures rows "
+              f"(in {store.failures_path})")
 
 
 # The manifest stage's clips (pipeline.datasets.manifest.CLIPS, named here too so that a stage

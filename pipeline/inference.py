@@ -373,7 +373,8 @@ class Predictor:
                 extract_audio(replace(self.params.audio, workers=min(self.params.audio.workers, small), executor="local"), manifest, self.cache / "audio")
             for name in self.stores:
                 spec = self.params.extractors[name]
-                extract_features(name, replace(spec, workers=min(spec.workers, small), executor="local"), manifest, self.cache)
+                extract_features(name, replace(spec, workers=min(spec.workers, small), executor="local"), manifest, self.cache,
+                                 augment=False)
         return probed, bad
 
     # -- scoring ----------------------------------------------------------------------------

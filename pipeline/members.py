@@ -19,9 +19,9 @@ from pipeline.datasets.manifest import read_manifest
 from pipeline.fusion.cross_modal import FUSIONS
 from pipeline.models import ModelSpec, branch_spec
 from pipeline.results import missing_clips
-from pipeline.store import FAILURE_COLUMNS, FeatureStore
-from pipeline.tasks import Task, task_from_params
-from pipeline.training import CrossValidationResult, cross_validate, empty_result, feature_dim, read_features
+from pipeline.store import FAILURE_COLUMNS, FeatureStore, augmented_id, augmented_store
+from pipeline.tasks import Task, TrainingAugmentation, task_from_params
+from pipeline.training import CrossValidationResult, cross_validate, empty_result, feature_dim, load_sequences, read_features
 
 
 @dataclass
@@ -51,8 +51,28 @@ class MemberRun:
 
 
 def _cross_validate(spec: ModelSpec, sequences: dict, clips: pd.DataFrame, task: Task, params: Params, label: str,
-                    seeds: int) -> CrossValidationResult:
-    return cross_validate(spec, sequences, clips, task, params.train, label, seeds) if sequences else empty_result(task)
+                    seeds: int = 1, augmentation: TrainingAugmentation | None = None) -> CrossValidationResult:
+    return (cross_validate(spec, sequences, clips, task, params.train, label, seeds, augmentation)
+            if sequences else empty_result(task))
+
+
+def training_augmentation(params: Params, branches: list[str], features: Path, clip_ids: list[str]) -> TrainingAugmentation:
+    """The augmented copies of ``clip_ids`` the branches train on (``branches.<name>.augment``,
+    read from the copies' stores under their features store) and their SpecAugment masks."""
+    augmentation = TrainingAugmentation()
+    for name in branches:
+        branch = params.branches[name]
+        if branch.spec_augment.active:
+            augmentation.masks[name] = branch.spec_augment
+        for augmentation_name in branch.augment:
+            store = augmented_store(features / branch.features, augmentation_name)
+            if not store.index_path.exists():
+                raise FileNotFoundError(f"{store.root}: no copies of augmentation {augmentation_name!r} (branches.{name}.augment); "
+                                        f"run `dvc repro extract@{branch.features}`")
+            originals = {augmented_id(clip_id, augmentation_name): clip_id for clip_id in clip_ids}
+            copies = load_sequences(store, list(originals))
+            augmentation.copies.setdefault(augmentation_name, {})[name] = {originals[c]: s for c, s in copies.items()}
+    return augmentation
 
 
 def train_branch(params: Params, name: str, features: Path = Path("features"), manifest: pd.DataFrame | None = None) -> MemberRun:
@@ -70,14 +90,18 @@ def train_branch(params: Params, name: str, features: Path = Path("features"), m
     note = ""
     if not sequences:
         note = f"train@{name}: no clip has {branch.features} features; the branch scores nothing\n"  # e.g. faces on audio only
-    result = _cross_validate(model, {name: sequences}, clips, task, params, f"train@{name}", branch.seeds)
+    augmentation = training_augmentation(params, [name], features, _trained(clips))
+    result = _cross_validate(model, {name: sequences}, clips, task, params, f"train@{name}", branch.seeds, augmentation)
     input_store = FeatureStore(features / params.extractors[branch.features].input)
     missing = pd.concat([missing_clips(manifest, set(sequences), [input_store, store], f"train@{name}"),
                          pd.DataFrame(unusable, columns=FAILURE_COLUMNS)], ignore_index=True)
     meta = {"branch": name, "features": branch.features, "task": task.describe(), "classes": params.data.labels,
             "head": branch.head.type, "head_config": asdict(spec.head_config), "input_dim": spec.input_dim,
-            "seeds": branch.seeds}
-    message = f"{note}train@{name}: {len(clips)} clips, {(~missing['clip_id'].isin(sequences)).sum()} missing, out-of-fold {task.summary(_labelled(result.scores))}{_ensemble(branch.seeds)}"
+            "seeds": branch.seeds, "augment": list(branch.augment), "augmented_copies": augmentation.count(),
+            "spec_augment": asdict(branch.spec_augment)}
+    copies = f", {augmentation.count()} augmented copies ({', '.join(branch.augment)}) for training" if branch.augment else ""
+    message = (f"{note}train@{name}: {len(clips)} clips{copies}, {(~missing['clip_id'].isin(sequences)).sum()} missing, "
+               f"out-of-fold {task.summary(_labelled(result.scores))}{_ensemble(branch.seeds)}")
     return MemberRun(name, "branch", task, model, result, missing, meta, {name: {"features": branch.features, "identities": identities}},
                      asdict(params.train), message)
 
@@ -103,7 +127,8 @@ def train_fusion(params: Params, features: Path = Path("features"), manifest: pd
     partial = {name: sorted(covered - set(s)) for name, s in sequences.items()}
     fusion = params.fusion if len(specs) > 1 else None
     model = ModelSpec(specs, task.output_size(), fusion, fusion_config if fusion else None)
-    result = _cross_validate(model, sequences, clips, task, params, "fusion", params.cross_modal.seeds)
+    augmentation = training_augmentation(params, list(sequences), features, _trained(clips))
+    result = _cross_validate(model, sequences, clips, task, params, "fusion", params.cross_modal.seeds, augmentation)
     missing = pd.DataFrame(
         [{"clip_id": c, "stage": "fusion", "reason": "no features in any fused branch"} for c in manifest["clip_id"] if c not in covered],
         columns=FAILURE_COLUMNS,
@@ -119,6 +144,11 @@ def train_fusion(params: Params, features: Path = Path("features"), manifest: pd
 
 def _ensemble(seeds: int) -> str:
     return f" (each fold the mean of {seeds} seeds)" if seeds > 1 else ""
+
+
+def _trained(clips: pd.DataFrame) -> list[str]:
+    """The clips some fold trains on (not the test split's): the only ones whose copies are read."""
+    return clips.loc[clips["fold"] >= 0, "clip_id"].tolist()
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from pipeline.heads import HEADS
 from pipeline.heads.pooled import pool_statistics, statistics_used
 from pipeline.models import ModelSpec
 from pipeline.store import FeatureStore
-from pipeline.tasks import Sequences, Task, TaskData
+from pipeline.tasks import Sequences, Task, TaskData, TrainingAugmentation
 
 
 def feature_dim(sequences: Sequences) -> int:
@@ -250,14 +250,18 @@ class NeuralFolds:
                 standardize.fit(torch.from_numpy(frames))
         loss_fn = data.loss(fit)
         optimizer = torch.optim.AdamW(parameter_groups(model, params.lr), lr=params.lr, weight_decay=params.weight_decay)
-        units = data.training_units(fit)
+        units = data.training_units(fit)  # the fit clips and their augmented copies
         validation_batch = data.validation_batch(validation)
+        # SpecAugment masks (training batches only) draw from a stream of their own too.
+        spec_masks = data.spec_masker(fit, np.random.default_rng([seed, 2]))
 
         def train_epoch() -> float:
             order = rng.permutation(len(units))
             total = 0.0
             for start in range(0, len(order), params.batch_size):
                 batch = data.batch([units[i] for i in order[start : start + params.batch_size]], crop_rng)
+                if spec_masks is not None:
+                    spec_masks(batch)
                 loss = loss_fn(model, batch)
                 optimizer.zero_grad()
                 loss.backward()
@@ -315,9 +319,10 @@ class PooledFolds:
         return np.stack([pool_statistics(clips[r][0], clips[r][1], self.statistics) for r in rows])
 
     def run(self, data: TaskData, job: FoldJob, progress: Progress | None = None) -> FoldOutcome:
-        train = job.train_rows
-        groups = data.clips["speaker"].astype(str).to_numpy()
-        head = self.new_head().fit(self.pooled[train], self.task.pooled_targets(data)[train], groups[train], self.task.output_size(), job.seed)
+        train = data.with_copies(job.train_rows)  # the training clips and their augmented copies, with the original's speaker
+        groups = data.clips["speaker"].astype(str).to_numpy()[data.source_rows(train)]
+        head = self.new_head().fit(self.pooled[train], self.task.pooled_targets(data)[train], groups, self.task.output_size(), job.seed,
+                                   augmented=data.copy_rows(train))
         probabilities = head.predict_proba(self.pooled[job.predict_rows])
         return FoldOutcome({"head": head.state(), "chosen": head.chosen}, [], list(probabilities))
 
@@ -379,6 +384,11 @@ def merge_fold_seeds(task: Task, jobs: list[FoldJob], outputs: list[list[np.ndar
             [[task.merge_seeds(list(row)) for row in zip(*ensemble)] for _, ensemble in by_fold.values()])
 
 
+def _known(sequences: Sequences, speakers: dict[str, str]) -> Sequences:
+    """The copies of clips that are in ``speakers`` (the others have no clip to train with)."""
+    return {clip_id: sequence for clip_id, sequence in sequences.items() if clip_id in speakers}
+
+
 def assemble(task: Task, data: TaskData, jobs: list[FoldJob], outputs: list[list[np.ndarray]]) -> pd.DataFrame:
     """Out-of-fold score rows, plus test rows (fold -1) merged over the fold models; the
     outputs of a fold's seed models are merged first."""
@@ -398,15 +408,19 @@ def assemble(task: Task, data: TaskData, jobs: list[FoldJob], outputs: list[list
 def cross_validate(
     spec: ModelSpec, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, task: Task, params: TrainParams, label: str = "",
     seeds: int = 1,
+    augmentation: TrainingAugmentation | None = None,
 ) -> CrossValidationResult:
     """``clips`` has clip_id, fold, speaker and the task's targets (label; or targets,
     duration_s for the continuous task); every clip must be in at least one branch.
     ``label`` names the member in the progress lines. ``seeds``: models per fold (a seed
     ensemble, merged by the task's ``merge_seeds``); 1: a single model per fold.
+    ``augmentation``: augmented copies of the clips (each fold trains on those of its fit
+    clips only) and SpecAugment masks.
 
     The features are normalised first (``params.feature_normalization``), then standardised
     by the protocol ``params.speaker_standardization`` (:mod:`pipeline.normalization`):
     transductive once for all clips; train-speakers per fold, with that fold's training clips.
+    The statistics come from the clips only; a copy is standardised with its original's.
 
     Fold models (one per fold and seed) train in ``params.workers`` processes at once: these
     models are too small for intra-op threads to pay off, so one thread per fold model and
@@ -416,13 +430,15 @@ def cross_validate(
         raise ValueError(f"seeds: {seeds}; a member trains at least one model per fold")
     clips = clips.reset_index(drop=True)
     branch_sequences = {b: normalize_features(s, params.feature_normalization) for b, s in branch_sequences.items()}
+    augmentation = (augmentation or TrainingAugmentation()).transformed(lambda b, s: normalize_features(s, params.feature_normalization))
     dims = {b.name: b.input_dim for b in spec.branches}
     statistics, fold_statistics = {}, {}
     if params.speaker_standardization == "transductive":
         speakers = dict(zip(clips["clip_id"], clips["speaker"].astype(str)))
         statistics = {b: speaker_statistics(s, speakers) for b, s in branch_sequences.items()}
         branch_sequences = {b: apply_speaker_statistics(s, speakers, statistics[b]) for b, s in branch_sequences.items()}
-    data = task.prepare(branch_sequences, clips, params, dims=dims)
+        augmentation = augmentation.transformed(lambda b, s: apply_speaker_statistics(_known(s, speakers), speakers, statistics[b]))
+    data = task.prepare(branch_sequences, clips, params, dims=dims, augmentation=augmentation)
     models = fold_models(spec, params, task)
     models.prepare(data)
     folds = fold_rows(clips["fold"].to_numpy())
@@ -441,7 +457,8 @@ def cross_validate(
         def run(job: FoldJob) -> FoldOutcome:  # noqa: F811
             # The fold's clips, held-out ones included, standardised with its training clips' statistics.
             fold_sequences = {b: apply_statistics(s, fold_statistics[b][job.fold]) for b, s in branch_sequences.items()}
-            fold_data = task.prepare(fold_sequences, clips, params, dims=dims)
+            fold_augmentation = augmentation.transformed(lambda b, s: apply_statistics(s, fold_statistics[b][job.fold]))
+            fold_data = task.prepare(fold_sequences, clips, params, dims=dims, augmentation=fold_augmentation)
             fold_model = fold_models(spec, params, task)
             fold_model.prepare(fold_data)
             return fold_model.run(fold_data, job, progress)

@@ -34,9 +34,10 @@ def module_file(module: str) -> Path | None:
 # followed only for a stage that calls them (load_params with its validation on, or
 # validate_extractors directly).
 VALIDATION = ("pipeline.config", ("_validate_components", "_validate_capabilities", "validate_extractors", "_check_faces_keys",
+                                   "_check_augmentations",
                                    "validate_task_choices", "_check_task_choices"))
 # What each public validation function runs (load_params with its checks on runs them all).
-RUNS = {"validate_extractors": {"validate_extractors", "_check_faces_keys"},
+RUNS = {"validate_extractors": {"validate_extractors", "_check_faces_keys", "_check_augmentations"},
         "validate_task_choices": {"validate_task_choices", "_check_task_choices"}}
 
 

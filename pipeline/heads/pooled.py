@@ -79,7 +79,10 @@ class PooledHead:
             raise ValueError(f"{self.registry_name}: statistics {unknown or '[]'} not understood; use mean, std and pNN percentiles, e.g. {list(STATISTICS)}")
         self.chosen: dict[str, Any] = {}
 
-    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int) -> "PooledHead":
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int,
+            augmented: np.ndarray | None = None) -> "PooledHead":
+        """``augmented`` marks the rows that are augmented copies (with their original's group):
+        they are trained on, never the rows an inner validation scores."""
         raise NotImplementedError
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -149,7 +152,8 @@ class _GridSearchedLinear(PooledHead):
         standardised features."""
         return model.coef_, model.intercept_
 
-    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int) -> "PooledHead":
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int,
+            augmented: np.ndarray | None = None) -> "PooledHead":
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
         from sklearn.preprocessing import StandardScaler
@@ -157,6 +161,7 @@ class _GridSearchedLinear(PooledHead):
         self.num_classes = num_classes
         grid = list(self.config.C)
         best_c, calibration = grid[0], None
+        original = np.ones(len(y), bool) if augmented is None else ~np.asarray(augmented, bool)
         unique_groups = np.unique(groups)
         if len(unique_groups) > 1 and len(np.unique(y)) > 1:
             folds = self.config.inner_folds
@@ -164,7 +169,8 @@ class _GridSearchedLinear(PooledHead):
             seen = np.unique(y)
             decisions = {c: np.zeros((len(y), len(seen))) for c in grid}
             for train, test in splitter.split(x, y, groups):
-                if len(np.unique(y[train])) < len(seen):
+                test = test[original[test]]  # copies train; C and the calibration are judged on clips
+                if len(np.unique(y[train])) < len(seen) or not len(test):
                     continue  # a class only this speaker has: nothing to learn it from here
                 scaler = StandardScaler().fit(x[train])
                 inner_train, inner_test = scaler.transform(x[train]), scaler.transform(x[test])
@@ -172,11 +178,12 @@ class _GridSearchedLinear(PooledHead):
                 for c in grid:
                     model = self._estimator(c, seed).fit(fit_inputs, y[train])
                     decisions[c][test] = self._decisions(model, test_inputs)
-            scores = {c: unweighted_average_recall(confusion_matrix(y, seen[decisions[c].argmax(1)], num_classes)) for c in grid}
+            scores = {c: unweighted_average_recall(confusion_matrix(y[original], seen[decisions[c][original].argmax(1)], num_classes))
+                      for c in grid}
             # Ties go to the smaller C: the more regularised model.
             best_c = max(grid, key=lambda c: (round(scores[c], 9), -c))
             self.chosen = {"C": best_c, "inner_uar": scores}
-            calibration = LogisticRegression(max_iter=1000).fit(decisions[best_c], y)
+            calibration = LogisticRegression(max_iter=1000).fit(decisions[best_c][original], y[original])
         scaler = StandardScaler().fit(x)
         train_x = scaler.transform(x).astype(np.float32)
         model = self._estimator(best_c, seed).fit(self._inputs(train_x, train_x), y)
@@ -286,7 +293,8 @@ class LightGbmHead(PooledHead):
         statistics: list[str] = field(default_factory=lambda: ["mean", "std", "p10", "p50", "p90"])
         class_weights: bool = True
 
-    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int) -> "PooledHead":
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int,
+            augmented: np.ndarray | None = None) -> "PooledHead":
         import lightgbm
 
         rng = np.random.default_rng(seed)
@@ -302,7 +310,8 @@ class LightGbmHead(PooledHead):
             "min_child_samples": self.config.min_child_samples, "seed": seed, "num_threads": 1,
             "verbosity": -1, "deterministic": True, "force_col_wise": True,
         }
-        fit, val = ~held_out, held_out
+        # Early stopping watches held-out clips only (the copies of held-out speakers are neither fit nor watched).
+        fit, val = ~held_out, held_out & (np.ones(len(y), bool) if augmented is None else ~np.asarray(augmented, bool))
         train_set = lightgbm.Dataset(x[fit], y[fit], weight=class_weight[y[fit]])
         val_set = lightgbm.Dataset(x[val], y[val], weight=class_weight[y[val]], reference=train_set)
         probe = lightgbm.train(settings, train_set, self.config.max_rounds, valid_sets=[val_set],

@@ -142,6 +142,22 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+# A store's augmented copies (pipeline/extractors/augment.py) live in stores of their own, one
+# per augmentation, under <store>/augmented/<augmentation>: no reader of the store itself (its
+# index, its failures, evaluation, prediction) ever meets a copy.
+AUGMENTED_DIR = "augmented"
+
+
+def augmented_store(root: str | Path, augmentation: str) -> "FeatureStore":
+    """The store of the copies augmentation ``augmentation`` made of store ``root``'s clips."""
+    return FeatureStore(Path(root) / AUGMENTED_DIR / augmentation)
+
+
+def augmented_id(clip_id: str, augmentation: str) -> str:
+    """The entry name of a clip's copy: its clip id and the augmentation's name."""
+    return f"{clip_id}~{augmentation}"
+
+
 class FeatureStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

@@ -19,7 +19,7 @@ torch only where a model is trained or run, so late fusion and evaluation stay t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -41,6 +41,45 @@ class Batch:
     size: int
 
 
+@dataclass
+class TrainingAugmentation:
+    """What a member trains on beyond its clips: augmented copies of the clips (augmentation
+    name -> branch -> {original clip id: the copy's sequence}; a copy row takes the original's
+    frames in a branch that has no copy of it) and SpecAugment masks on its training batches
+    (branch -> SpecAugmentParams). Copies join only the training units of the fit clips they
+    are copies of: never a validation part, a held-out fold, a score or a metric."""
+
+    copies: dict[str, dict[str, Sequences]] = field(default_factory=dict)
+    masks: dict[str, Any] = field(default_factory=dict)
+
+    def transformed(self, transform: Callable[[str, Sequences], Sequences]) -> "TrainingAugmentation":
+        """The copies passed through ``transform(branch, sequences)`` (a normalisation applied to
+        the clips, keyed by the originals' ids: a copy gets its original's speaker statistics)."""
+        copies = {name: {b: transform(b, s) for b, s in by_branch.items()} for name, by_branch in self.copies.items()}
+        return TrainingAugmentation(copies, self.masks)
+
+    def count(self) -> int:
+        return sum(len(set().union(*(set(s) for s in by_branch.values()))) for by_branch in self.copies.values())
+
+
+def apply_spec_masks(x: np.ndarray, mask: np.ndarray, params: Any, fill: np.ndarray, rng: np.random.Generator) -> None:
+    """SpecAugment-style masks, in place, on a batch's frames ``x`` [B, T, D]: per clip,
+    ``params.time_masks`` runs of 0..``time_width`` frames (within its visible span) and
+    ``params.freq_masks`` runs of 0..``freq_width`` dimensions are set to ``fill`` [D]."""
+    for i in range(len(x)):
+        visible = np.flatnonzero(mask[i])
+        length = int(visible[-1]) + 1 if len(visible) else 0
+        for _ in range(params.time_masks if length else 0):
+            width = min(int(rng.integers(0, params.time_width + 1)), length)
+            start = int(rng.integers(0, length - width + 1))
+            x[i, start:start + width] = fill
+        dims = x.shape[2]
+        for _ in range(params.freq_masks if length else 0):
+            width = min(int(rng.integers(0, params.freq_width + 1)), dims)
+            start = int(rng.integers(0, dims - width + 1))
+            x[i, :length, start:start + width] = fill[start:start + width]
+
+
 def branch_dims(branch_sequences: dict[str, Sequences], dims: dict[str, int] | None) -> dict[str, int]:
     return dims or {b: next(iter(s.values()))[0].shape[1] for b, s in branch_sequences.items()}
 
@@ -51,6 +90,37 @@ class TaskData:
 
     clips: pd.DataFrame
     branches: list[str]
+    augmentation: TrainingAugmentation | None = None
+
+    def with_copies(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` and the rows of their augmented copies (a task without copies: ``rows``)."""
+        return np.asarray(rows)
+
+    def source_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The clip (a row of ``clips``) each of ``rows`` is, or is a copy of."""
+        return np.asarray(rows)
+
+    def copy_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Which of ``rows`` are augmented copies."""
+        return np.zeros(len(rows), bool)
+
+    def spec_masker(self, fit_rows: np.ndarray, rng: np.random.Generator) -> Callable[[Batch], None] | None:
+        """What masks a training batch in place (``augmentation.masks``; None without any): the
+        masked values are the fit clips' mean frame, i.e. zero after the model's standardisation."""
+        masks = self.augmentation.masks if self.augmentation is not None else {}
+        if not masks:
+            return None
+        fills = {}
+        for branch in masks:
+            frames = self.standardizer_frames(branch, fit_rows)
+            fills[branch] = frames.mean(0).astype(np.float32) if len(frames) else np.zeros(frames.shape[1], np.float32)
+
+        def mask(batch: Batch) -> None:
+            for branch, params in masks.items():
+                x, visible = batch.inputs[branch][0], batch.inputs[branch][1]
+                apply_spec_masks(x.numpy(), visible.numpy(), params, fills[branch], rng)
+
+        return mask
 
     def split(self, train_rows: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rows the model is fit on, rows its early stopping watches)."""
@@ -89,6 +159,8 @@ class Task:
     pooled_heads: ClassVar[bool] = False
     # Its scores are class probabilities (late fusion by stacking needs them).
     class_scores: ClassVar[bool] = False
+    # It can train on augmented copies of clips (``prepare(augmentation=...)`` with copies).
+    augmented_copies: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -116,10 +188,10 @@ class Task:
 
     # -- training and prediction --------------------------------------------------------------
     def prepare(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, train=None, with_targets: bool = True,
-                dims: dict[str, int] | None = None) -> TaskData:
+                dims: dict[str, int] | None = None, augmentation: TrainingAugmentation | None = None) -> TaskData:
         """``train``: the TrainParams the data will be trained with (None: prediction only).
         ``dims``: each branch's feature dimension (by default read from its sequences; a
-        branch may have none of the clips)."""
+        branch may have none of the clips). ``augmentation``: copies and masks for training."""
         raise NotImplementedError
 
     def pooled_targets(self, data: TaskData) -> np.ndarray:

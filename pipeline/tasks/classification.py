@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics import classification_report, confusion_matrix, probability_columns, unweighted_average_recall
-from pipeline.tasks import TASKS, AlignedScores, Batch, Sequences, Task, TaskData, branch_dims
+from pipeline.tasks import TASKS, AlignedScores, Batch, Sequences, Task, TaskData, TrainingAugmentation, branch_dims
 
 
 def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -38,16 +38,46 @@ class ClassificationData(TaskData):
     their own longest visible frame. A clip missing from a branch is all-masked there."""
 
     def __init__(self, branch_sequences: dict[str, Sequences], clips: pd.DataFrame, classes: list[str], train, with_targets: bool,
-                 dims: dict[str, int] | None = None) -> None:
+                 dims: dict[str, int] | None = None, augmentation: TrainingAugmentation | None = None) -> None:
         self.clips = clips.reset_index(drop=True)
         self.branches = list(branch_sequences)
         self.classes = classes
         clip_ids = self.clips["clip_id"].tolist()
         self.rows: dict[str, list] = {b: [sequences.get(c) for c in clip_ids] for b, sequences in branch_sequences.items()}
         self.dims = branch_dims(branch_sequences, dims)
-        self.labels = self.clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy() if with_targets else None
+        self.augmentation = augmentation
+        # Rows past the clips' are augmented copies: ``sources`` says whose (its label, its speaker).
+        self.sources = np.arange(len(clip_ids))
+        self.copies = self._add_copies(clip_ids, augmentation.copies if augmentation is not None else {})
+        self.labels = self.clips["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()[self.sources] if with_targets else None
         self.class_weights = train.class_weights if train is not None else True
         self.max_clip_s = train.max_clip_s if train is not None else 0.0
+
+    def _add_copies(self, clip_ids: list[str], copies: dict[str, dict[str, Sequences]]) -> dict[int, list[int]]:
+        """Append a row per copy (of a clip of ``clips``); returns clip row -> its copies' rows."""
+        added: dict[int, list[int]] = {}
+        sources = []
+        for by_branch in copies.values():
+            for row, clip_id in enumerate(clip_ids):
+                if not any(clip_id in sequences for sequences in by_branch.values()):
+                    continue
+                for branch in self.branches:
+                    self.rows[branch].append(by_branch.get(branch, {}).get(clip_id, self.rows[branch][row]))
+                added.setdefault(row, []).append(len(clip_ids) + len(sources))
+                sources.append(row)
+        self.sources = np.concatenate([self.sources, np.array(sources, dtype=int)])
+        return added
+
+    def with_copies(self, rows):
+        rows = np.asarray(rows, dtype=int)
+        extra = [copy for row in rows for copy in self.copies.get(int(row), [])]
+        return np.concatenate([rows, np.array(extra, dtype=int)])
+
+    def source_rows(self, rows):
+        return self.sources[np.asarray(rows, dtype=int)]
+
+    def copy_rows(self, rows):
+        return np.asarray(rows, dtype=int) >= len(self.clips)
 
     def split(self, train_rows, fraction, rng):
         fit, validation = stratified_split(self.labels[train_rows], fraction, rng)
@@ -68,7 +98,7 @@ class ClassificationData(TaskData):
         return lambda model, batch: loss_fn(model(batch.inputs), batch.targets)
 
     def training_units(self, fit_rows):
-        return np.asarray(fit_rows)
+        return self.with_copies(fit_rows)  # the fit clips and their augmented copies
 
     def _windows(self, rows: np.ndarray, crop_rng: np.random.Generator | None) -> list[tuple[float, float] | None]:
         """Per row, the (start, stop) seconds it is cut to, or None for the whole clip:
@@ -142,6 +172,7 @@ class ClassificationData(TaskData):
 class ClassificationTask(Task):
     pooled_heads = True
     class_scores = True
+    augmented_copies = True
 
     @dataclass(frozen=True)
     class Config:
@@ -165,8 +196,8 @@ class ClassificationTask(Task):
         """The labelled clips; unlabeled ones (an empty label) are not failures, only never learnt from."""
         return manifest[~self.unlabeled(manifest)], []
 
-    def prepare(self, branch_sequences, clips, train=None, with_targets=True, dims=None):
-        return ClassificationData(branch_sequences, clips, self.classes, train, with_targets, dims)
+    def prepare(self, branch_sequences, clips, train=None, with_targets=True, dims=None, augmentation=None):
+        return ClassificationData(branch_sequences, clips, self.classes, train, with_targets, dims, augmentation)
 
     def pooled_targets(self, data):
         return data.labels

@@ -243,8 +243,12 @@ class ContinuousTask(Task):
                    for c in manifest.loc[~has, "clip_id"]]
         return manifest[has], missing
 
-    def prepare(self, branch_sequences, clips, train=None, with_targets=True, dims=None):
-        return GridData(branch_sequences, clips, self.config, with_targets, dims)
+    def prepare(self, branch_sequences, clips, train=None, with_targets=True, dims=None, augmentation=None):
+        if augmentation is not None and augmentation.copies:
+            raise ValueError("the continuous task cannot train on augmented copies: a speed change would move its per-step targets")
+        data = GridData(branch_sequences, clips, self.config, with_targets, dims)
+        data.augmentation = augmentation
+        return data
 
     def score_columns(self):
         return score_columns(self.dimensions)
