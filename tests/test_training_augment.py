@@ -190,3 +190,21 @@ def test_a_copy_row_takes_its_originals_frames_in_a_branch_without_that_copy():
     assert data.rows["face"][4] is data.rows["face"][0]
     scores = TASK.score_frame(data, np.arange(len(clips)), 0, [np.array([0.5, 0.5])] * len(clips))
     assert list(scores["clip_id"]) == list(clips["clip_id"])
+
+
+def test_a_seed_ensemble_trained_on_copies_is_the_mean_of_its_single_seed_runs():
+    """Seeds and copies together: each seed model of a fold trains on the same copies, and the
+    fold's scores are the mean of the single runs of those seeds."""
+    from pipeline.metrics import probability_columns
+
+    sequences, clips = toy_data()
+    columns = probability_columns(CLASSES)
+    ensemble = cross_validate(stats_spec(), {"x": sequences}, clips, TASK, PARAMS, seeds=2, augmentation=augmentation(sequences))
+    singles = [cross_validate(stats_spec(), {"x": sequences}, clips, TASK, replace(PARAMS, seed=seed), augmentation=augmentation(sequences))
+               for seed in (0, 1000)]
+    assert sorted(ensemble.scores["clip_id"]) == sorted(clips["clip_id"])
+    key = ["clip_id", "fold"]
+    mean = (singles[0].scores.sort_values(key)[columns].to_numpy() + singles[1].scores.sort_values(key)[columns].to_numpy()) / 2
+    oof = ensemble.scores.sort_values(key)
+    in_folds = (oof["fold"] >= 0).to_numpy()
+    np.testing.assert_allclose(oof[columns].to_numpy()[in_folds], mean[in_folds], atol=1e-6)
