@@ -29,6 +29,9 @@ class FerMiniXception(FrameModel):
 
     input = "faces"
     input_keys = ("crop_gray", "mask", "timestamps")
+    # 2: BatchNorm folded into the convolutions; outputs move by float rounding (<1e-5), which
+    # a neural head downstream can amplify, so stores made before are re-extracted.
+    version = 2
 
     @dataclass(frozen=True)
     class Config:
