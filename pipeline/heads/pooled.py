@@ -77,6 +77,9 @@ class PooledHead:
         unknown = [s for s in self.statistics if s not in ("mean", "std") and not (s[:1] == "p" and s[1:].isdigit() and int(s[1:]) <= 100)]
         if unknown or not self.statistics:
             raise ValueError(f"{self.registry_name}: statistics {unknown or '[]'} not understood; use mean, std and pNN percentiles, e.g. {list(STATISTICS)}")
+        negative = [k for k in getattr(config, "select_k", []) if k < 0]
+        if negative:
+            raise ValueError(f"{self.registry_name}: select_k {negative} not understood; give numbers of features to keep, 0 for all")
         self.chosen: dict[str, Any] = {}
 
     def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, num_classes: int, seed: int,
@@ -129,9 +132,33 @@ def one_vs_rest_decisions(ovo: np.ndarray, classes: int) -> np.ndarray:
     return votes + confidence / (3 * (np.abs(confidence) + 1))
 
 
+def feature_counts(select_k: list[int], dim: int) -> list[int]:
+    """``select_k`` as numbers of features to keep (0, or at least ``dim``: all of them), in
+    order, without repeats."""
+    counts = []
+    for k in select_k:
+        kept = dim if k <= 0 or k >= dim else int(k)
+        if kept not in counts:
+            counts.append(kept)
+    return counts or [dim]
+
+
+def feature_ranking(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Feature columns, most class-discriminative first, by the one-way ANOVA F statistic of
+    each column over the classes (constant columns last)."""
+    from sklearn.feature_selection import f_classif
+
+    if len(np.unique(y)) < 2:
+        return np.arange(x.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_statistic, _ = f_classif(x, y)
+    return np.argsort(-np.nan_to_num(f_statistic, nan=-1.0, posinf=np.finfo(f_statistic.dtype).max), kind="stable")
+
+
 class _GridSearchedLinear(PooledHead):
-    """Standardise with the training part's statistics, pick C by inner grouped CV (UAR),
-    refit on the whole training part. Class probabilities come from a multinomial logistic
+    """Standardise with the training part's statistics, pick C (and, with several
+    ``select_k``, how many features to keep, ranked by their ANOVA F statistic on the same
+    training part) by inner grouped CV (UAR), refit on the whole training part. Class probabilities come from a multinomial logistic
     calibration of the decision values, fit on the same inner cross-validation's held-out
     speakers (Platt scaling, speaker-grouped)."""
 
@@ -160,37 +187,51 @@ class _GridSearchedLinear(PooledHead):
 
         self.num_classes = num_classes
         grid = list(self.config.C)
-        best_c, calibration = grid[0], None
+        kept_grid = feature_counts(self.config.select_k, x.shape[1])
+        best_c, best_kept, calibration = grid[0], kept_grid[0], None
         original = np.ones(len(y), bool) if augmented is None else ~np.asarray(augmented, bool)
         unique_groups = np.unique(groups)
         if len(unique_groups) > 1 and len(np.unique(y)) > 1:
             folds = self.config.inner_folds
             splitter = LeaveOneGroupOut() if folds == 0 or folds >= len(unique_groups) else GroupKFold(folds)
             seen = np.unique(y)
-            decisions = {c: np.zeros((len(y), len(seen))) for c in grid}
+            decisions = {(k, c): np.zeros((len(y), len(seen))) for k in kept_grid for c in grid}
             for train, test in splitter.split(x, y, groups):
                 test = test[original[test]]  # copies train; C and the calibration are judged on clips
                 if len(np.unique(y[train])) < len(seen) or not len(test):
                     continue  # a class only this speaker has: nothing to learn it from here
                 scaler = StandardScaler().fit(x[train])
                 inner_train, inner_test = scaler.transform(x[train]), scaler.transform(x[test])
-                fit_inputs, test_inputs = self._inputs(inner_train, inner_train), self._inputs(inner_test, inner_train)
-                for c in grid:
-                    model = self._estimator(c, seed).fit(fit_inputs, y[train])
-                    decisions[c][test] = self._decisions(model, test_inputs)
-            scores = {c: unweighted_average_recall(confusion_matrix(y[original], seen[decisions[c][original].argmax(1)], num_classes))
-                      for c in grid}
-            # Ties go to the smaller C: the more regularised model.
-            best_c = max(grid, key=lambda c: (round(scores[c], 9), -c))
-            self.chosen = {"C": best_c, "inner_uar": scores}
-            calibration = LogisticRegression(max_iter=1000).fit(decisions[best_c][original], y[original])
+                # The ranking sees the inner training part only, like the scaler.
+                ranking = feature_ranking(inner_train, y[train])
+                for k in kept_grid:
+                    columns = np.sort(ranking[:k])
+                    fit_part, test_part = inner_train[:, columns], inner_test[:, columns]
+                    fit_inputs, test_inputs = self._inputs(fit_part, fit_part), self._inputs(test_part, fit_part)
+                    for c in grid:
+                        model = self._estimator(c, seed).fit(fit_inputs, y[train])
+                        decisions[k, c][test] = self._decisions(model, test_inputs)
+            scores = {key: unweighted_average_recall(confusion_matrix(y[original], seen[values[original].argmax(1)], num_classes))
+                      for key, values in decisions.items()}
+            # Ties go to the smaller C (the more regularised model), then to more features.
+            best_kept, best_c = max(scores, key=lambda key: (round(scores[key], 9), -key[1], key[0]))
+            self.chosen = {"C": best_c, "inner_uar": {c: scores[best_kept, c] for c in grid}}
+            if len(kept_grid) > 1:
+                self.chosen.update({"select_k": best_kept,
+                                    "inner_uar_by_k": {k: max(scores[k, c] for c in grid) for k in kept_grid}})
+            calibration = LogisticRegression(max_iter=1000).fit(decisions[best_kept, best_c][original], y[original])
         scaler = StandardScaler().fit(x)
         train_x = scaler.transform(x).astype(np.float32)
-        model = self._estimator(best_c, seed).fit(self._inputs(train_x, train_x), y)
-        weights, intercept = self._linear_form(model, train_x)
+        columns = np.sort(feature_ranking(train_x, y)[:best_kept])
+        train_part = train_x[:, columns]
+        model = self._estimator(best_c, seed).fit(self._inputs(train_part, train_part), y)
+        kept_weights, intercept = self._linear_form(model, train_part)
+        # Features left out get weight 0: the state (and every checkpoint) keeps its full-width form.
+        weights = np.zeros((len(kept_weights), x.shape[1]))
+        weights[:, columns] = kept_weights
         return self.load_state({
             "num_classes": num_classes, "scaler_mean": scaler.mean_, "scaler_scale": scaler.scale_,
-            "weights": np.asarray(weights, np.float64), "intercept": np.asarray(intercept, np.float64), "classes": model.classes_,
+            "weights": weights, "intercept": np.asarray(intercept, np.float64), "classes": model.classes_,
             **({"calibration_coef": calibration.coef_, "calibration_intercept": calibration.intercept_,
                 "calibration_classes": calibration.classes_} if calibration is not None else {}),
         })
@@ -232,6 +273,9 @@ class LinearSvmHead(_GridSearchedLinear):
     class Config:
         C: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
         inner_folds: int = 0  # 0: leave one training speaker out
+        # Features kept, by ANOVA F rank within each training part; 0 keeps all. A list is
+        # searched with C by the inner cross-validation (e.g. [500, 1000, 2000, 0] on ComParE).
+        select_k: list[int] = field(default_factory=lambda: [0])
         statistics: list[str] = field(default_factory=lambda: ["mean", "std"])
         class_weights: bool = True
 
@@ -265,6 +309,9 @@ class LogisticRegressionHead(_GridSearchedLinear):
     class Config:
         C: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0])
         inner_folds: int = 0
+        # Features kept, by ANOVA F rank within each training part; 0 keeps all. A list is
+        # searched with C by the inner cross-validation (e.g. [500, 1000, 2000, 0] on ComParE).
+        select_k: list[int] = field(default_factory=lambda: [0])
         statistics: list[str] = field(default_factory=lambda: ["mean", "std"])
         class_weights: bool = True
 

@@ -102,3 +102,50 @@ def test_cross_validation_with_a_pooled_head_scores_every_clip_once():
     predicted = result.scores[["p_a", "p_b", "p_c"]].to_numpy().argmax(1)
     truth = result.scores["label"].map(classes.index).to_numpy()
     assert (predicted == truth).mean() >= 0.8
+
+
+def informative_and_noise_columns(seed=0, noise=200):
+    """grouped_blobs' 20 class-dependent columns followed by ``noise`` columns of pure noise."""
+    x, y, groups = grouped_blobs(seed)
+    rng = np.random.default_rng(seed + 1)
+    return np.hstack([x, rng.normal(0, 1, (len(x), noise))]), y, groups
+
+
+@pytest.mark.parametrize("name", ["svm", "logreg"])
+def test_feature_selection_keeps_the_ranked_columns_and_zeroes_the_rest(name):
+    from sklearn.feature_selection import f_classif
+
+    x, y, groups = informative_and_noise_columns()
+    train = groups != "s5"
+    head = build(name, x.shape[1], C=[1e-2], select_k=[20]).fit(x[train], y[train], groups[train], 3, seed=0)
+    weights = head.state()["weights"]
+    assert weights.shape == (len(weights), 220)
+    kept = np.flatnonzero(np.abs(weights).sum(0) > 0)
+    # The 20 columns of largest F on the training part (standardising does not move F).
+    expected = np.sort(np.argsort(-f_classif(x[train], y[train])[0])[:20])
+    np.testing.assert_array_equal(kept, expected)
+    assert (kept < 20).mean() >= 0.9  # nearly all the class-dependent columns
+    assert (head.predict_proba(x[~train]).argmax(1) == y[~train]).mean() >= 0.8
+
+
+def test_feature_count_is_chosen_with_c_on_training_speakers_only():
+    x, y, groups = informative_and_noise_columns(noise=2000)
+    train = groups != "s5"
+    options = {"C": [1e-3, 1e-2], "select_k": [10, 20, 0]}
+    head = build("svm", x.shape[1], **options).fit(x[train], y[train], groups[train], 3, seed=0)
+    assert set(head.chosen["inner_uar_by_k"]) == {10, 20, 2020}
+    # 2000 noise columns swamp 20 informative ones: the inner CV prefers a selection.
+    assert head.chosen["select_k"] in (10, 20)
+    assert head.chosen["inner_uar_by_k"][head.chosen["select_k"]] > head.chosen["inner_uar_by_k"][2020]
+    scrambled = y.copy()
+    scrambled[~train] = (y[~train] + 1) % 3  # the held-out speaker's labels cannot move the choice
+    again = build("svm", x.shape[1], **options).fit(x[train], scrambled[train], groups[train], 3, seed=0)
+    assert again.chosen == head.chosen
+
+
+def test_select_k_zero_is_the_unselected_head():
+    x, y, groups = grouped_blobs()
+    plain_head = build("svm", x.shape[1], C=[1e-2]).fit(x, y, groups, 3, seed=0)
+    all_kept = build("svm", x.shape[1], C=[1e-2], select_k=[0, 500]).fit(x, y, groups, 3, seed=0)
+    np.testing.assert_array_equal(plain_head.state()["weights"], all_kept.state()["weights"])
+    np.testing.assert_array_equal(plain_head.predict_proba(x), all_kept.predict_proba(x))
