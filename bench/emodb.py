@@ -3,7 +3,7 @@ the project, leave one speaker out (10 folds), every choice made inside the trai
 under each speaker standardisation protocol.
 
     python bench/emodb.py [--root ../shared/data/emodb] [--keep DIR] [--setup emodb|speech_augmented|...]
-                          [--protocols train-speakers,transductive] [--seeds 3] [--members all|svm-only|light]
+                          [--protocols train-speakers,transductive] [--seeds 3] [--first-seed 0] [--members all|svm-only|light]
                           [--ensemble N]
 
 For each protocol (train-speakers: the training speakers' statistics only, non-transductive;
@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--protocols", default="train-speakers,transductive",
                         help="comma-separated train.speaker_standardization protocols (none, train-speakers, transductive)")
     parser.add_argument("--seeds", type=int, help="train.seed 0..N-1 per protocol (default 3; 1 with --members svm-only)")
+    parser.add_argument("--first-seed", type=int, default=0, metavar="K",
+                        help="start at train.seed K (K..K+N-1): the rest of a bench whose first runs are done")
     parser.add_argument("--members", choices=["all", *MEMBER_SETS], default="all",
                         help="svm-only: the three linear SVMs; light: those plus egemaps_mlp and logmel_tcn")
     parser.add_argument("--ensemble", type=int, default=1, metavar="N",
@@ -138,7 +140,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {p: [] for p in protocols}
     extraction, clips = None, 0
     for protocol in protocols:
-        for seed in range(seeds):
+        for seed in range(args.first_seed, args.first_seed + seeds):
             params = json.loads(json.dumps(base))
             params["train"].update(speaker_standardization=protocol, seed=seed)
             (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -449,13 +449,14 @@ def main() -> None:
             print(f"  {name:<28}{rate[0]:>9.0f} faces/s  ({note})")
 
     print("\nper-frame profile of the faces stage's clip work (cProfile, 1 core, params.yaml's crops)")
-    from pipeline.extraction import FaceClipProcessor
+    from pipeline.extraction import FaceClipProcessor, decoder_threads
 
     faces_params = yaml.safe_load((REPO / "params.yaml").read_text())["faces"]
     for mode in MODES:
         processor = FaceClipProcessor(str(workdir / f"profiled-{mode}"), {"bench": mode}, args.fps, 0.5, 112, 64, "auto",
                                       crop_rgb_224=bool(faces_params.get("crop_rgb_224", False)), landmarks=mode,
-                                      crop_rgb=bool(faces_params.get("crop_rgb", True)))
+                                      crop_rgb=bool(faces_params.get("crop_rgb", True)),
+                                      decode_threads=decoder_threads("local", int(faces_params.get("workers", 1))))
         frames, parts, _ = profile_faces(processor, mead)
         processor.close()
         print_profile(f"landmarks: {mode} (load {os.getloadavg()[0]:.2f})", frames, parts)

@@ -286,6 +286,7 @@ class FaceClipProcessor(MediaSource):
     image_compression: str = "none"
     landmarks: str = "mesh"
     crop_rgb: bool = True
+    decode_threads: int = 0  # PyAV decoder threads per worker (0: FFmpeg's choice); see decoder_threads
 
     def warm_up(self) -> None:
         """Load mediapipe and build its graphs (a second or two), done once per worker."""
@@ -321,7 +322,7 @@ class FaceClipProcessor(MediaSource):
         self.warm_up()
         timestamps, faces = [], []
         try:
-            for time_s, frame in read_ahead(sample_frames(job.path, self.fps)):
+            for time_s, frame in read_ahead(sample_frames(job.path, self.fps, self.decode_threads)):
                 timestamps.append(time_s)
                 faces.append(self._analyzer.analyze_faces(frame))
         except MediaError as error:
@@ -348,6 +349,16 @@ class FaceClipProcessor(MediaSource):
         if hasattr(self, "_analyzer"):
             self._analyzer.close()
             del self._analyzer
+
+
+def decoder_threads(executor: str, workers: int) -> int:
+    """Video decoder threads per faces worker: the local executor's share of this machine's
+    cores (1 once there is a worker per core); 0 (FFmpeg's choice) on a Ray cluster, whose
+    nodes this process cannot see."""
+    if executor != "local":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(workers, 1))
 
 
 def decoded_video_s(timestamps: list[float], fps: float) -> float:
@@ -557,7 +568,7 @@ def extract_faces(faces: Any, manifest: pd.DataFrame, store_root: str | Path) ->
         str(store.root), identity, faces.fps, faces.min_detection_confidence, faces.crop_size, faces.gray_size, faces.detector,
         faces.crop_rgb_224, faces.max_faces, faces.subject,
         faces.track_min_iou, faces.track_max_landmark_distance, faces.track_max_gap, faces.image_compression,
-        faces.landmarks, faces.crop_rgb,
+        faces.landmarks, faces.crop_rgb, decoder_threads(faces.executor, faces.workers),
     )
     no_video = [
         {"clip_id": r.clip_id, "stage": "faces", "reason": f"{r.path}: no video stream"}

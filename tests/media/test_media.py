@@ -48,6 +48,29 @@ def test_sample_frames_uses_presentation_times(clip_factory):
     assert frames[0][1].shape == (64, 64, 3) and frames[0][1].dtype == np.uint8
 
 
+def test_decoder_threads_change_no_pixel(clip_factory):
+    clip = clip_factory(seconds=2.0, fps=25, size=96)
+    single = list(sample_frames(clip, fps=10, threads=1))
+    for threads in (0, 2):
+        threaded = list(sample_frames(clip, fps=10, threads=threads))
+        assert [t for t, _ in threaded] == [t for t, _ in single]
+        for (_, a), (_, b) in zip(threaded, single):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_faces_workers_decode_with_their_share_of_the_cores(monkeypatch):
+    import os
+
+    from pipeline.extraction import decoder_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert decoder_threads("local", 8) == 1   # a worker per core: no frame threading on top
+    assert decoder_threads("local", 16) == 1
+    assert decoder_threads("local", 2) == 4
+    assert decoder_threads("local", 1) == 8
+    assert decoder_threads("ray", 2) == 0     # a cluster's nodes: FFmpeg's own choice
+
+
 def test_load_audio_resamples_to_mono(clip_factory):
     samples = load_audio(clip_factory(seconds=1.0, sample_rate=16000), sample_rate=8000)
     assert samples.dtype == np.float32
