@@ -17,6 +17,7 @@ predicts exactly what the trained one did.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -150,9 +151,15 @@ def feature_ranking(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     if len(np.unique(y)) < 2:
         return np.arange(x.shape[1])
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Features [...] are constant": ranked last
         f_statistic, _ = f_classif(x, y)
     return np.argsort(-np.nan_to_num(f_statistic, nan=-1.0, posinf=np.finfo(f_statistic.dtype).max), kind="stable")
+
+
+def kept_columns(ranking: np.ndarray | None, kept: int, dim: int) -> np.ndarray | slice:
+    """The ``kept`` best-ranked columns in column order; every column (a view) when all are kept."""
+    return slice(None) if kept >= dim else np.sort(ranking[:kept])
 
 
 class _GridSearchedLinear(PooledHead):
@@ -188,6 +195,7 @@ class _GridSearchedLinear(PooledHead):
         self.num_classes = num_classes
         grid = list(self.config.C)
         kept_grid = feature_counts(self.config.select_k, x.shape[1])
+        selecting = min(kept_grid) < x.shape[1]
         best_c, best_kept, calibration = grid[0], kept_grid[0], None
         original = np.ones(len(y), bool) if augmented is None else ~np.asarray(augmented, bool)
         unique_groups = np.unique(groups)
@@ -203,9 +211,9 @@ class _GridSearchedLinear(PooledHead):
                 scaler = StandardScaler().fit(x[train])
                 inner_train, inner_test = scaler.transform(x[train]), scaler.transform(x[test])
                 # The ranking sees the inner training part only, like the scaler.
-                ranking = feature_ranking(inner_train, y[train])
+                ranking = feature_ranking(inner_train, y[train]) if selecting else None
                 for k in kept_grid:
-                    columns = np.sort(ranking[:k])
+                    columns = kept_columns(ranking, k, x.shape[1])
                     fit_part, test_part = inner_train[:, columns], inner_test[:, columns]
                     fit_inputs, test_inputs = self._inputs(fit_part, fit_part), self._inputs(test_part, fit_part)
                     for c in grid:
@@ -222,7 +230,7 @@ class _GridSearchedLinear(PooledHead):
             calibration = LogisticRegression(max_iter=1000).fit(decisions[best_kept, best_c][original], y[original])
         scaler = StandardScaler().fit(x)
         train_x = scaler.transform(x).astype(np.float32)
-        columns = np.sort(feature_ranking(train_x, y)[:best_kept])
+        columns = kept_columns(feature_ranking(train_x, y) if best_kept < x.shape[1] else None, best_kept, x.shape[1])
         train_part = train_x[:, columns]
         model = self._estimator(best_c, seed).fit(self._inputs(train_part, train_part), y)
         kept_weights, intercept = self._linear_form(model, train_part)
